@@ -1,0 +1,26 @@
+"""scoresde: score-based generative modelling through stochastic differential equations."""
+
+from . import losses, metrics, targets
+from .losses import dsm_loss
+from .sampling import available_samplers, get_times, sample
+from .sde import EDMSDE, SDE, VESDE, VPSDE, AffineSDE, Marginal, ReverseSDE, SubVPSDE
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SDE",
+    "VESDE",
+    "VPSDE",
+    "SubVPSDE",
+    "EDMSDE",
+    "AffineSDE",
+    "ReverseSDE",
+    "Marginal",
+    "sample",
+    "available_samplers",
+    "get_times",
+    "dsm_loss",
+    "losses",
+    "metrics",
+    "targets",
+]

@@ -1,0 +1,67 @@
+"""Step schedules: the decreasing times ``T = t_0 > t_1 > ... > t_N = eps`` a sampler visits.
+
+A schedule is chosen by name (``"uniform"`` in t, ``"quadratic"`` in t, ``"karras"`` with ``rho``
+in the noise level sigma (EDM eq. 5), ``"logsnr"`` uniform in log-SNR ``-2 log sigma``), or given
+as a tensor of times. Named schedules are built in the SDE's noise level and mapped back to time
+with ``sde.sigma_inv``, so they work for every SDE.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .._checks import check_choice, check_positive
+from ..sde import SDE
+
+__all__ = ["get_times", "SCHEDULES"]
+
+SCHEDULES = ("uniform", "quadratic", "karras", "logsnr")
+
+
+def get_times(
+    sde: SDE,
+    steps: int,
+    schedule: str | Tensor | None = None,
+    *,
+    eps: float | None = None,
+    rho: float = 7.0,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """Return ``steps + 1`` decreasing times from ``sde.T`` to ``eps`` (default ``sde.eps``).
+
+    A user tensor is checked (1-D, strictly decreasing, inside ``[0, T]``) and returned on
+    ``device``/``dtype``.
+    """
+    if isinstance(schedule, Tensor):
+        times = schedule.detach().to(device=device, dtype=dtype)
+        if times.dim() != 1 or times.numel() < 2:
+            raise ValueError(f"a schedule tensor must be 1-D with >= 2 times, "
+                             f"got shape {tuple(times.shape)}")
+        if not bool((times.diff() < 0).all()):
+            raise ValueError("a schedule tensor must be strictly decreasing (from T towards 0)")
+        sde._check_range(float(times.min()), float(times.max()))
+        return times
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    name = check_choice("schedule", schedule or sde.default_schedule, SCHEDULES)
+    t_end = float(sde.eps if eps is None else eps)
+    if not 0 < t_end < sde.T:
+        raise ValueError(f"eps must lie in (0, T) = (0, {sde.T}), got {t_end}")
+    u = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
+    t_hi = torch.tensor(sde.T, dtype=torch.float64)
+    t_lo = torch.tensor(t_end, dtype=torch.float64)
+    if name == "uniform":
+        times = t_hi + u * (t_lo - t_hi)
+    elif name == "quadratic":
+        times = (t_hi.sqrt() + u * (t_lo.sqrt() - t_hi.sqrt())) ** 2
+    elif name == "karras":
+        rho = check_positive("rho", rho)
+        s_hi, s_lo = sde.sigma(t_hi) ** (1 / rho), sde.sigma(t_lo) ** (1 / rho)
+        times = sde.sigma_inv((s_hi + u * (s_lo - s_hi)) ** rho)
+    else:  # logsnr
+        l_hi, l_lo = sde.log_snr(t_hi), sde.log_snr(t_lo)
+        times = sde.t_from_log_snr(l_hi + u * (l_lo - l_hi))
+    times[0], times[-1] = t_hi, t_lo  # exact ends despite the round trip through sigma
+    return times.to(device=device, dtype=dtype)

@@ -1,0 +1,551 @@
+"""Forward SDEs with affine drift, their Gaussian perturbation kernels, reverse SDE and PF ODE.
+
+Every forward SDE here has the form ``dx = f(t) x dt + g(t) dw`` and so (seed 004) a Gaussian
+perturbation kernel ``p(x_t | x_0) = N(s(t) x_0, s(t)^2 sigma(t)^2 I)`` with::
+
+    s(t) = exp(int_0^t f),      sigma(t)^2 = int_0^t (g / s)^2      (+ sigma(0)^2 for VE),
+    f(t) = s'(t) / s(t),         g(t) = s(t) sqrt(2 sigma'(t) sigma(t)).
+
+``s`` is the *scale* and ``sigma`` the *noise level* of the scaled variable ``x / s``; the
+marginal standard deviation is ``s * sigma`` and the signal-to-noise ratio is ``1 / sigma^2``.
+All SDEs share that description, so every sampler, the likelihood and the losses are written once
+against it (no ``isinstance`` on SDE classes anywhere).
+
+Two layers:
+
+* the public, checked methods (``drift``, ``diffusion``, ``marginal``, ``perturb``, ...) accept a
+  float or a ``(B,)`` tensor ``t``, validate it, and follow ``x``'s device and dtype;
+* the coefficient methods (``scale``, ``sigma``, ``f``, ``g2``, ``sigma_deriv``, ``sigma_inv``)
+  take a tensor ``t`` and do no checking: samplers call them in their inner loops.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from ._checks import check_nonnegative, check_positive
+
+ScoreFn = Callable[[Tensor, Tensor], Tensor]
+"""A score function ``score_fn(x, t) -> Tensor`` shaped like ``x``; ``t`` is a ``(B,)`` tensor."""
+
+__all__ = [
+    "SDE",
+    "VESDE",
+    "VPSDE",
+    "SubVPSDE",
+    "EDMSDE",
+    "AffineSDE",
+    "ReverseSDE",
+    "Marginal",
+    "ScoreFn",
+    "bcast",
+]
+
+
+class Marginal(NamedTuple):
+    """The Gaussian perturbation kernel at time ``t``: ``x_t = mean + std * z``."""
+
+    mean: Tensor
+    """``s(t) x_0``, shaped like ``x_0``."""
+    std: Tensor
+    """``s(t) sigma(t)``, shaped ``(B,)``."""
+
+
+def bcast(c: Tensor, x: Tensor) -> Tensor:
+    """Reshape a per-sample coefficient ``(B,)`` (or a scalar) to broadcast against ``x``."""
+    if c.dim() == 0:
+        return c
+    return c.reshape(c.shape[0], *([1] * (x.dim() - 1)))
+
+
+class SDE(ABC):
+    """A forward SDE ``dx = f(t) x dt + g(t) dw`` on ``t in [0, T]``.
+
+    Subclasses give the closed forms of ``s(t)``, ``sigma(t)``, ``f(t)``, ``g(t)^2``,
+    ``sigma'(t)`` and the inverse ``t(sigma)``; everything else is derived here.
+    """
+
+    T: float = 1.0
+    """End time of the forward process."""
+    eps: float = 1e-3
+    """Default smallest time for sampling (the SDE may be singular at 0)."""
+    default_schedule: str = "uniform"
+    """Step schedule the samplers use when none is given."""
+
+    # ----------------------------------------------------------------------------------------
+    # coefficients (tensor t, unchecked)
+    @abstractmethod
+    def scale(self, t: Tensor) -> Tensor:
+        """The mean coefficient ``s(t)`` of the perturbation kernel."""
+
+    @abstractmethod
+    def sigma(self, t: Tensor) -> Tensor:
+        """The noise level ``sigma(t)`` of ``x / s(t)`` (marginal std is ``s * sigma``)."""
+
+    @abstractmethod
+    def f(self, t: Tensor) -> Tensor:
+        """The drift coefficient ``f(t) = s'(t) / s(t)``."""
+
+    @abstractmethod
+    def g2(self, t: Tensor) -> Tensor:
+        """The squared diffusion ``g(t)^2 = s(t)^2 * 2 sigma'(t) sigma(t)``."""
+
+    @abstractmethod
+    def sigma_deriv(self, t: Tensor) -> Tensor:
+        """The time derivative ``sigma'(t)``."""
+
+    @abstractmethod
+    def sigma_inv(self, sigma: Tensor) -> Tensor:
+        """The time ``t`` at which the noise level equals ``sigma`` (inverse of ``sigma(t)``)."""
+
+    @property
+    def prior_std(self) -> float:
+        """Standard deviation of the isotropic Gaussian prior at ``T``."""
+        t = torch.tensor(self.T, dtype=torch.float64)
+        return float(self.scale(t) * self.sigma(t))
+
+    def std(self, t: Tensor) -> Tensor:
+        """Marginal standard deviation ``s(t) sigma(t)``."""
+        return self.scale(t) * self.sigma(t)
+
+    def log_snr(self, t: Tensor) -> Tensor:
+        """Log signal-to-noise ratio ``lambda(t) = -2 log sigma(t)``."""
+        return -2.0 * torch.log(self.sigma(t))
+
+    def t_from_log_snr(self, log_snr: Tensor) -> Tensor:
+        """Inverse of :meth:`log_snr`."""
+        return self.sigma_inv(torch.exp(-0.5 * log_snr))
+
+    # ----------------------------------------------------------------------------------------
+    # public, checked API
+    def time(self, t: float | Tensor, x: Tensor) -> Tensor:
+        """Validate ``t`` against ``x`` and return it as a ``(B,)`` tensor on x's device/dtype.
+
+        Raises ``ValueError`` when ``t`` lies outside ``[0, T]`` or its batch size differs from
+        ``x``'s.
+        """
+        batch = x.shape[0] if x.dim() > 0 else 1
+        if isinstance(t, Tensor):
+            if t.dim() > 1 or (t.dim() == 1 and t.shape[0] != batch):
+                raise ValueError(
+                    f"t must be a float or a tensor of shape ({batch},) matching the batch size "
+                    f"of x {tuple(x.shape)}; got t of shape {tuple(t.shape)}"
+                )
+            tt = t.to(device=x.device, dtype=x.dtype).expand(batch)
+            if tt.numel():
+                lo, hi = float(tt.min()), float(tt.max())
+                if not (math.isfinite(lo) and math.isfinite(hi)):
+                    raise ValueError("t contains NaN or infinite values")
+                self._check_range(lo, hi)
+            return tt
+        value = float(t)
+        self._check_range(value, value)
+        return torch.full((batch,), value, device=x.device, dtype=x.dtype)
+
+    def _check_range(self, lo: float, hi: float) -> None:
+        slack = 1e-6 * self.T
+        if lo < -slack or hi > self.T + slack or math.isnan(lo) or math.isnan(hi):
+            raise ValueError(
+                f"t must lie in [0, T] = [0, {self.T}] for {type(self).__name__}; "
+                f"got values in [{lo}, {hi}]"
+            )
+
+    def _scalar_time(self, t: float | Tensor, like: Tensor | None) -> Tensor:
+        if like is not None:
+            ref = like
+        elif isinstance(t, Tensor):
+            ref = t if t.is_floating_point() else t.double()
+        else:
+            ref = torch.zeros((), dtype=torch.get_default_dtype())
+        if isinstance(t, Tensor) and t.dim() == 1:
+            return self.time(t, t.to(ref.dtype))
+        tt = self.time(t, ref.reshape(1))
+        return tt[0]
+
+    def drift(self, x: Tensor, t: float | Tensor) -> Tensor:
+        """Forward drift ``f(t) x``, shaped like ``x``."""
+        tt = self.time(t, x)
+        return bcast(self.f(tt), x) * x
+
+    def diffusion(self, t: float | Tensor, like: Tensor | None = None) -> Tensor:
+        """Forward diffusion ``g(t)``: shape ``(B,)`` for a tensor ``t``, a scalar for a float.
+
+        The result follows ``like``'s dtype/device when given, else ``t``'s.
+        """
+        tt = self._scalar_time(t, like)
+        return torch.sqrt(self.g2(tt))
+
+    def marginal(self, x0: Tensor, t: float | Tensor) -> Marginal:
+        """Mean ``s(t) x0`` and std ``s(t) sigma(t)`` (shape ``(B,)``) of ``p(x_t | x0)``."""
+        tt = self.time(t, x0)
+        return Marginal(bcast(self.scale(tt), x0) * x0, self.std(tt))
+
+    def perturb(self, x0: Tensor, t: float | Tensor, noise: Tensor | None = None) -> Tensor:
+        """A draw ``x_t = s(t) x0 + s(t) sigma(t) noise`` from the perturbation kernel."""
+        if noise is None:
+            noise = torch.randn_like(x0)
+        elif noise.shape != x0.shape:
+            raise ValueError(
+                f"noise must have the shape of x0 {tuple(x0.shape)}, got {tuple(noise.shape)}"
+            )
+        mean, std = self.marginal(x0, t)
+        return mean + bcast(std, x0) * noise
+
+    def prior_sample(
+        self,
+        shape: tuple[int, ...] | torch.Size,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> Tensor:
+        """Draw from the prior ``N(0, prior_std^2 I)``."""
+        if device is None and generator is not None:
+            device = generator.device
+        z = torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
+        return z * self.prior_std
+
+    def prior_log_prob(self, z: Tensor) -> Tensor:
+        """Log-density of ``z`` under the prior, one value per sample (shape ``(B,)``)."""
+        d = z[0].numel()
+        var = self.prior_std**2
+        sq = z.reshape(z.shape[0], -1).pow(2).sum(dim=1)
+        return -0.5 * sq / var - 0.5 * d * math.log(2 * math.pi * var)
+
+    def reverse(self, score_fn: ScoreFn, probability_flow: bool = False) -> ReverseSDE:
+        """The reverse-time SDE (Anderson 1982) or the probability-flow ODE driven by a score."""
+        return ReverseSDE(self, score_fn, probability_flow)
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self._params().items())
+        return f"{type(self).__name__}({params})"
+
+    def _params(self) -> dict[str, object]:
+        return {}
+
+
+class ReverseSDE:
+    """Reverse-time SDE ``dx = [f x - g^2 score] dt + g dw_bar`` or, with
+    ``probability_flow=True``, the probability-flow ODE ``dx = [f x - g^2 score / 2] dt``.
+
+    Time runs backwards: integrate from ``T`` to ``eps`` with negative ``dt``.
+    """
+
+    def __init__(self, sde: SDE, score_fn: ScoreFn, probability_flow: bool = False) -> None:
+        self.sde = sde
+        self.score_fn = score_fn
+        self.probability_flow = probability_flow
+
+    def drift(self, x: Tensor, t: Tensor) -> Tensor:
+        """Drift of the reverse process at ``(x, t)``, ``t`` a ``(B,)`` tensor."""
+        sde = self.sde
+        c = 0.5 if self.probability_flow else 1.0
+        return bcast(sde.f(t), x) * x - c * bcast(sde.g2(t), x) * self.score_fn(x, t)
+
+    def diffusion(self, t: Tensor) -> Tensor:
+        """Diffusion of the reverse process (zero for the probability-flow ODE)."""
+        g = torch.sqrt(self.sde.g2(t))
+        return torch.zeros_like(g) if self.probability_flow else g
+
+
+# --------------------------------------------------------------------------------------------
+# the concrete SDEs
+
+
+class VESDE(SDE):
+    """Variance exploding SDE (SMLD/NCSN): ``sigma(t) = sigma_min (sigma_max/sigma_min)^t``.
+
+    ``dx = sigma(t) sqrt(2 log(sigma_max/sigma_min)) dw``, ``s = 1``, prior ``N(0, sigma_max^2)``.
+    The marginal std is ``sigma(t)``, i.e. ``x(0)`` is the data perturbed at ``sigma_min``.
+    """
+
+    eps = 1e-5
+
+    def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0) -> None:
+        self.sigma_min = check_positive("sigma_min", sigma_min)
+        self.sigma_max = check_positive("sigma_max", sigma_max)
+        if self.sigma_min >= self.sigma_max:
+            raise ValueError(
+                f"sigma_min must be < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}"
+            )
+        self._log_ratio = math.log(self.sigma_max / self.sigma_min)
+
+    def _params(self) -> dict[str, object]:
+        return {"sigma_min": self.sigma_min, "sigma_max": self.sigma_max}
+
+    @property
+    def prior_std(self) -> float:
+        """``sigma_max``."""
+        return self.sigma_max
+
+    def scale(self, t: Tensor) -> Tensor:
+        """``s(t) = 1``."""
+        return torch.ones_like(t)
+
+    def sigma(self, t: Tensor) -> Tensor:
+        """``sigma_min (sigma_max / sigma_min)^t``."""
+        return self.sigma_min * torch.exp(t * self._log_ratio)
+
+    def f(self, t: Tensor) -> Tensor:
+        """``f = 0``."""
+        return torch.zeros_like(t)
+
+    def g2(self, t: Tensor) -> Tensor:
+        """``g^2 = 2 sigma(t)^2 log(sigma_max / sigma_min)``."""
+        return 2.0 * self._log_ratio * self.sigma(t) ** 2
+
+    def sigma_deriv(self, t: Tensor) -> Tensor:
+        """``sigma' = sigma log(sigma_max / sigma_min)``."""
+        return self.sigma(t) * self._log_ratio
+
+    def sigma_inv(self, sigma: Tensor) -> Tensor:
+        """``t = log(sigma / sigma_min) / log(sigma_max / sigma_min)``."""
+        return torch.log(sigma / self.sigma_min) / self._log_ratio
+
+
+class _LinearBeta(SDE):
+    """Shared parts of VP and sub-VP: ``beta(t) = beta_min + t (beta_max - beta_min)``."""
+
+    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0) -> None:
+        self.beta_min = check_nonnegative("beta_min", beta_min)
+        self.beta_max = check_positive("beta_max", beta_max)
+        if self.beta_min > self.beta_max:
+            raise ValueError(
+                f"beta_min must be <= beta_max (0 <= beta_min <= beta_max), "
+                f"got beta_min={beta_min}, beta_max={beta_max}"
+            )
+
+    def _params(self) -> dict[str, object]:
+        return {"beta_min": self.beta_min, "beta_max": self.beta_max}
+
+    @property
+    def prior_std(self) -> float:
+        """1: the prior is the standard normal."""
+        return 1.0
+
+    def beta(self, t: Tensor) -> Tensor:
+        """``beta(t)``, linear from ``beta_min`` to ``beta_max``."""
+        return self.beta_min + t * (self.beta_max - self.beta_min)
+
+    def beta_int(self, t: Tensor) -> Tensor:
+        """``B(t) = int_0^t beta = beta_min t + (beta_max - beta_min) t^2 / 2``."""
+        return self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t**2
+
+    def _t_from_beta_int(self, b: Tensor) -> Tensor:
+        # root of (Δ/2) t^2 + beta_min t - b = 0, in the cancellation-free form
+        delta = self.beta_max - self.beta_min
+        return 2.0 * b / (self.beta_min + torch.sqrt(self.beta_min**2 + 2.0 * delta * b))
+
+    def scale(self, t: Tensor) -> Tensor:
+        """``s(t) = exp(-B(t) / 2)``."""
+        return torch.exp(-0.5 * self.beta_int(t))
+
+    def f(self, t: Tensor) -> Tensor:
+        """``f = -beta(t) / 2``."""
+        return -0.5 * self.beta(t)
+
+
+class VPSDE(_LinearBeta):
+    """Variance preserving SDE (DDPM): ``dx = -beta(t) x / 2 dt + sqrt(beta(t)) dw``.
+
+    Marginal ``N(e^{-B/2} x0, (1 - e^{-B}) I)``, ``B(t) = int_0^t beta``, prior ``N(0, I)``.
+    """
+
+    def sigma(self, t: Tensor) -> Tensor:
+        """``sigma(t) = sqrt(e^{B(t)} - 1)``."""
+        return torch.sqrt(torch.expm1(self.beta_int(t)))
+
+    def std(self, t: Tensor) -> Tensor:
+        """``sqrt(1 - e^{-B(t)})`` (computed without cancellation)."""
+        return torch.sqrt(-torch.expm1(-self.beta_int(t)))
+
+    def g2(self, t: Tensor) -> Tensor:
+        """``g^2 = beta(t)``."""
+        return self.beta(t)
+
+    def sigma_deriv(self, t: Tensor) -> Tensor:
+        """``sigma' = beta e^{B} / (2 sigma)``."""
+        return self.beta(t) * torch.exp(self.beta_int(t)) / (2.0 * self.sigma(t))
+
+    def sigma_inv(self, sigma: Tensor) -> Tensor:
+        """``t`` with ``B(t) = log(1 + sigma^2)``."""
+        return self._t_from_beta_int(torch.log1p(sigma**2))
+
+
+class SubVPSDE(_LinearBeta):
+    """Sub-VP SDE: ``dx = -beta x / 2 dt + sqrt(beta (1 - e^{-2B})) dw``.
+
+    Marginal ``N(e^{-B/2} x0, (1 - e^{-B})^2 I)``: the std is ``1 - e^{-B}``, not its square
+    root. Prior ``N(0, I)``.
+    """
+
+    def sigma(self, t: Tensor) -> Tensor:
+        """``sigma(t) = 2 sinh(B(t) / 2)``."""
+        return 2.0 * torch.sinh(0.5 * self.beta_int(t))
+
+    def std(self, t: Tensor) -> Tensor:
+        """``1 - e^{-B(t)}``."""
+        return -torch.expm1(-self.beta_int(t))
+
+    def g2(self, t: Tensor) -> Tensor:
+        """``g^2 = beta(t) (1 - e^{-2 B(t)})``."""
+        return self.beta(t) * -torch.expm1(-2.0 * self.beta_int(t))
+
+    def sigma_deriv(self, t: Tensor) -> Tensor:
+        """``sigma' = beta cosh(B / 2)``."""
+        return self.beta(t) * torch.cosh(0.5 * self.beta_int(t))
+
+    def sigma_inv(self, sigma: Tensor) -> Tensor:
+        """``t`` with ``B(t) = 2 asinh(sigma / 2)``."""
+        return self._t_from_beta_int(2.0 * torch.asinh(0.5 * sigma))
+
+
+class EDMSDE(SDE):
+    """The EDM SDE (Karras et al. 2022): ``s(t) = 1``, ``sigma(t) = t``, ``dx = sqrt(2t) dw``.
+
+    Time is the noise level: ``T = sigma_max``, ``eps = sigma_min``; prior ``N(0, sigma_max^2)``.
+    Sampled on Karras' rho = 7 schedule by default.
+    """
+
+    default_schedule = "karras"
+
+    def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0) -> None:
+        self.sigma_min = check_positive("sigma_min", sigma_min)
+        self.sigma_max = check_positive("sigma_max", sigma_max)
+        if self.sigma_min >= self.sigma_max:
+            raise ValueError(
+                f"sigma_min must be < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}"
+            )
+        self.T = self.sigma_max
+        self.eps = self.sigma_min
+
+    def _params(self) -> dict[str, object]:
+        return {"sigma_min": self.sigma_min, "sigma_max": self.sigma_max}
+
+    @property
+    def prior_std(self) -> float:
+        """``sigma_max``."""
+        return self.sigma_max
+
+    def scale(self, t: Tensor) -> Tensor:
+        """``s = 1``."""
+        return torch.ones_like(t)
+
+    def sigma(self, t: Tensor) -> Tensor:
+        """``sigma(t) = t``."""
+        return t
+
+    def f(self, t: Tensor) -> Tensor:
+        """``f = 0``."""
+        return torch.zeros_like(t)
+
+    def g2(self, t: Tensor) -> Tensor:
+        """``g^2 = 2 t``."""
+        return 2.0 * t
+
+    def sigma_deriv(self, t: Tensor) -> Tensor:
+        """``sigma' = 1``."""
+        return torch.ones_like(t)
+
+    def sigma_inv(self, sigma: Tensor) -> Tensor:
+        """``t = sigma``."""
+        return sigma
+
+
+def _derivative(fn: Callable[[Tensor], Tensor], t: Tensor) -> Tensor:
+    """Elementwise derivative of a scalar function of time by autograd."""
+    with torch.enable_grad():
+        tt = t.detach().requires_grad_(True)
+        (d,) = torch.autograd.grad(fn(tt).sum(), tt)
+    return d
+
+
+class AffineSDE(SDE):
+    """The general affine SDE built from a scale ``s(t)`` and a noise level ``sigma(t)``.
+
+    Seed 004: ``f = s'/s`` and ``g = s sqrt(2 sigma' sigma)``. ``scale`` and ``sigma`` are
+    callables on tensors of times (differentiable by autograd unless the derivatives are given);
+    ``sigma`` must increase on ``[0, T]`` and ``s`` must be positive. ``sigma_inv`` is found by
+    bisection when not given.
+    """
+
+    def __init__(
+        self,
+        scale: Callable[[Tensor], Tensor],
+        sigma: Callable[[Tensor], Tensor],
+        *,
+        T: float = 1.0,
+        eps: float = 1e-3,
+        scale_deriv: Callable[[Tensor], Tensor] | None = None,
+        sigma_deriv: Callable[[Tensor], Tensor] | None = None,
+        sigma_inv: Callable[[Tensor], Tensor] | None = None,
+        prior_std: float | None = None,
+        default_schedule: str = "uniform",
+    ) -> None:
+        self.T = check_positive("T", T)
+        self.eps = check_positive("eps", eps)
+        if self.eps >= self.T:
+            raise ValueError(f"eps must lie in (0, T) = (0, {T}), got eps={eps}")
+        self._scale, self._sigma = scale, sigma
+        self._scale_deriv, self._sigma_deriv, self._sigma_inv = scale_deriv, sigma_deriv, sigma_inv
+        self.default_schedule = default_schedule
+        grid = torch.linspace(self.eps, self.T, 257, dtype=torch.float64)
+        s, sg = scale(grid), sigma(grid)
+        if not bool(torch.isfinite(s).all() & (s > 0).all()):
+            raise ValueError("scale(t) must be finite and > 0 on [eps, T]")
+        if not bool(torch.isfinite(sg).all() & (sg >= 0).all() & (sg.diff() > 0).all()):
+            raise ValueError("sigma(t) must be finite, >= 0 and strictly increasing on [eps, T]")
+        self._prior_std = (
+            float(s[-1] * sg[-1]) if prior_std is None else check_positive("prior_std", prior_std)
+        )
+
+    @property
+    def prior_std(self) -> float:
+        """``s(T) sigma(T)`` unless given."""
+        return self._prior_std
+
+    def scale(self, t: Tensor) -> Tensor:
+        """The user's ``s(t)``."""
+        return self._scale(t)
+
+    def sigma(self, t: Tensor) -> Tensor:
+        """The user's ``sigma(t)``."""
+        return self._sigma(t)
+
+    def scale_deriv(self, t: Tensor) -> Tensor:
+        """``s'(t)`` (given, or by autograd)."""
+        if self._scale_deriv is not None:
+            return self._scale_deriv(t)
+        return _derivative(self._scale, t)
+
+    def sigma_deriv(self, t: Tensor) -> Tensor:
+        """``sigma'(t)`` (given, or by autograd)."""
+        if self._sigma_deriv is not None:
+            return self._sigma_deriv(t)
+        return _derivative(self._sigma, t)
+
+    def f(self, t: Tensor) -> Tensor:
+        """``f = s' / s``."""
+        return self.scale_deriv(t) / self.scale(t)
+
+    def g2(self, t: Tensor) -> Tensor:
+        """``g^2 = 2 s^2 sigma' sigma``."""
+        return 2.0 * self.scale(t) ** 2 * self.sigma_deriv(t) * self.sigma(t)
+
+    def sigma_inv(self, sigma: Tensor) -> Tensor:
+        """The user's inverse, else bisection on ``[0, T]`` (64 halvings)."""
+        if self._sigma_inv is not None:
+            return self._sigma_inv(sigma)
+        lo = torch.zeros_like(sigma)
+        hi = torch.full_like(sigma, self.T)
+        for _ in range(64):
+            mid = 0.5 * (lo + hi)
+            below = self.sigma(mid) < sigma
+            lo = torch.where(below, mid, lo)
+            hi = torch.where(below, hi, mid)
+        return 0.5 * (lo + hi)
