@@ -1,6 +1,6 @@
 """scoresde: score-based generative modelling through stochastic differential equations."""
 
-from . import losses, metrics, targets
+from . import losses, metrics, sampling, targets
 from .losses import dsm_loss
 from .sampling import available_samplers, get_times, sample
 from .sde import EDMSDE, SDE, VESDE, VPSDE, AffineSDE, Marginal, ReverseSDE, SubVPSDE
@@ -22,5 +22,6 @@ __all__ = [
     "dsm_loss",
     "losses",
     "metrics",
+    "sampling",
     "targets",
 ]
