@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import four_mode_mixture
 
 import scoresde as S
+from helpers import four_mode_mixture
 from scoresde.metrics import mode_report
 
 

@@ -41,11 +41,14 @@ def check_tensor(name: str, x: object, *, min_dim: int = 1, finite: bool = True)
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {x.dtype}; "
-                        f"convert it with .float()")
+        raise TypeError(
+            f"{name} must be a floating-point tensor, got dtype {x.dtype}; convert it with .float()"
+        )
     if x.dim() < min_dim:
-        raise ValueError(f"{name} must have at least {min_dim} dimension(s) (batch first), "
-                         f"got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"{name} must have at least {min_dim} dimension(s) (batch first), "
+            f"got shape {tuple(x.shape)}"
+        )
     if finite and x.numel() and not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contains NaN or infinite values; clean the input first")
     return x

@@ -56,14 +56,17 @@ def dsm_loss(
     if noise is None:
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     elif noise.shape != x0.shape:
-        raise ValueError(f"noise must have the shape of x0 {tuple(x0.shape)}, "
-                         f"got {tuple(noise.shape)}")
+        raise ValueError(
+            f"noise must have the shape of x0 {tuple(x0.shape)}, got {tuple(noise.shape)}"
+        )
     mean, std = sde.marginal(x0, t)
     x_t = mean + bcast(std, x0) * noise
     score = score_fn(x_t, t)
     if score.shape != x0.shape:
-        raise ValueError(f"score_fn returned shape {tuple(score.shape)}, "
-                         f"expected the data shape {tuple(x0.shape)}")
+        raise ValueError(
+            f"score_fn returned shape {tuple(score.shape)}, "
+            f"expected the data shape {tuple(x0.shape)}"
+        )
     if weighting == "sigma2":  # lambda = std^2: || std * s + z ||^2
         per = (bcast(std, x0) * score + noise).flatten(1).pow(2).sum(1)
     else:

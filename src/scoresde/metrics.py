@@ -50,19 +50,22 @@ def mode_report(target: GaussianMixture, x: Tensor) -> ModeReport:
     for j in range(k):
         xj = x[labels == j]
         if len(xj) > x.shape[1] + 1:
-            fr[j] = frechet_distance(xj.mean(0), torch.cov(xj.T).reshape(x.shape[1], -1),
-                                     target.means[j], covs[j])
+            fr[j] = frechet_distance(
+                xj.mean(0), torch.cov(xj.T).reshape(x.shape[1], -1), target.means[j], covs[j]
+            )
     return ModeReport(mass, tv, fr, float((target.weights * fr).sum()))
 
 
-def sliced_wasserstein(x: Tensor, y: Tensor, projections: int = 256,
-                       generator: torch.Generator | None = None) -> float:
+def sliced_wasserstein(
+    x: Tensor, y: Tensor, projections: int = 256, generator: torch.Generator | None = None
+) -> float:
     """Sliced 2-Wasserstein distance between two equal-size sample sets (random directions)."""
     x = x.detach().reshape(x.shape[0], -1).double().cpu()
     y = y.detach().reshape(y.shape[0], -1).double().cpu()
     if x.shape != y.shape:
-        raise ValueError(f"sample sets must have equal shapes, got {tuple(x.shape)} "
-                         f"and {tuple(y.shape)}")
+        raise ValueError(
+            f"sample sets must have equal shapes, got {tuple(x.shape)} and {tuple(y.shape)}"
+        )
     dirs = torch.randn(x.shape[1], projections, generator=generator, dtype=torch.float64)
     dirs = dirs / dirs.norm(dim=0, keepdim=True)
     px, _ = (x @ dirs).sort(0)

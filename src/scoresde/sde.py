@@ -230,9 +230,9 @@ class SDE(ABC):
 
 
 class ReverseSDE:
-    """Reverse-time SDE ``dx = [f x - g^2 score] dt + g dw_bar`` or, with
-    ``probability_flow=True``, the probability-flow ODE ``dx = [f x - g^2 score / 2] dt``.
+    """Reverse-time SDE ``dx = [f x - g^2 score] dt + g dw_bar``, or the probability-flow ODE.
 
+    With ``probability_flow=True`` the drift is ``f x - g^2 score / 2`` and there is no noise.
     Time runs backwards: integrate from ``T`` to ``eps`` with negative ``dt``.
     """
 

@@ -63,8 +63,9 @@ class GaussianMixture:
             if cov.dim() == 2:
                 cov = cov[None]
             if cov.shape != (k, d, d):
-                raise ValueError(f"covariances must have shape ({k}, {d}, {d}), "
-                                 f"got {tuple(cov.shape)}")
+                raise ValueError(
+                    f"covariances must have shape ({k}, {d}, {d}), got {tuple(cov.shape)}"
+                )
             if not torch.allclose(cov, cov.transpose(1, 2)):
                 raise ValueError("covariances must be symmetric")
             lam, vecs = torch.linalg.eigh(cov)
@@ -76,13 +77,17 @@ class GaussianMixture:
             if var.dim() == 1 and var.shape[0] == k:
                 var = var[:, None].expand(k, d)
             if var.shape != (k, d):
-                raise ValueError(f"variances must have shape ({k},) or ({k}, {d}), "
-                                 f"got {tuple(var.shape)}")
+                raise ValueError(
+                    f"variances must have shape ({k},) or ({k}, {d}), got {tuple(var.shape)}"
+                )
             self.evals, self.evecs = var.clone(), None
         if not bool((self.evals > 0).all()):
             raise ValueError("covariances/variances must be positive definite (all > 0)")
-        w = torch.full((k,), 1.0 / k, dtype=torch.float64) if weights is None else _as64(
-            weights, "weights")
+        w = (
+            torch.full((k,), 1.0 / k, dtype=torch.float64)
+            if weights is None
+            else _as64(weights, "weights")
+        )
         if w.shape != (k,) or not bool((w > 0).all()):
             raise ValueError(f"weights must be {k} positive numbers, got {w.tolist()}")
         self.weights = w / w.sum()
@@ -123,24 +128,33 @@ class GaussianMixture:
     def _on(self, ref: Tensor) -> tuple[Tensor, ...]:
         key = (ref.device, ref.dtype)
         if key not in self._cache:
-            conv = [t.to(device=ref.device, dtype=ref.dtype)
-                    for t in (self.means, self.evals, self.weights.log())]
+            conv = [
+                t.to(device=ref.device, dtype=ref.dtype)
+                for t in (self.means, self.evals, self.weights.log())
+            ]
             if self.evecs is not None:
                 conv.append(self.evecs.to(device=ref.device, dtype=ref.dtype))
             self._cache[key] = tuple(conv)
         return self._cache[key]
 
     # ------------------------------------------------------------------------------------------
-    def sample(self, n: int, generator: torch.Generator | None = None, *,
-               device: torch.device | str | None = None, dtype: torch.dtype = torch.float32,
-               return_labels: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+    def sample(
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+        return_labels: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor]:
         """Draw ``n`` samples shaped ``(n, *event_shape)`` (and their component labels)."""
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
         if device is None:
             device = generator.device if generator is not None else "cpu"
-        labels = torch.multinomial(self.weights.to(device), n, replacement=True,
-                                   generator=generator)
+        labels = torch.multinomial(
+            self.weights.to(device), n, replacement=True, generator=generator
+        )
         z = torch.randn(n, self.dim, generator=generator, device=device, dtype=torch.float64)
         mu, lam = self.means.to(device), self.evals.to(device)
         z = z * lam[labels].sqrt()
@@ -165,8 +179,10 @@ class GaussianMixture:
     def _check(self, x: Tensor) -> Tensor:
         check_tensor("x", x, finite=False)
         if x[0].numel() != self.dim:
-            raise ValueError(f"x must hold {self.dim} values per sample (event shape "
-                             f"{self.event_shape}), got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"x must hold {self.dim} values per sample (event shape "
+                f"{self.event_shape}), got shape {tuple(x.shape)}"
+            )
         return x
 
     def log_prob(self, x: Tensor) -> Tensor:
@@ -219,8 +235,14 @@ class GaussianMixture:
 class Gaussian(GaussianMixture):
     """A single Gaussian ``N(mean, cov)`` (``variance`` scalar/diagonal or ``covariance``)."""
 
-    def __init__(self, mean: Any, variance: Any = None, covariance: Any = None, *,
-                 event_shape: Sequence[int] | None = None) -> None:
+    def __init__(
+        self,
+        mean: Any,
+        variance: Any = None,
+        covariance: Any = None,
+        *,
+        event_shape: Sequence[int] | None = None,
+    ) -> None:
         mu = torch.as_tensor(mean, dtype=torch.float64).reshape(1, -1)
         if variance is None and covariance is None:
             variance = 1.0
