@@ -1,7 +1,8 @@
 """scoresde: score-based generative modelling through stochastic differential equations."""
 
-from . import losses, metrics, sampling, targets
+from . import losses, metrics, nets, parameterize, sampling, targets
 from .losses import dsm_loss
+from .parameterize import ScoreModel
 from .sampling import available_samplers, get_times, sample
 from .sde import EDMSDE, SDE, VESDE, VPSDE, AffineSDE, Marginal, ReverseSDE, SubVPSDE
 
@@ -20,6 +21,9 @@ __all__ = [
     "available_samplers",
     "get_times",
     "dsm_loss",
+    "ScoreModel",
+    "nets",
+    "parameterize",
     "losses",
     "metrics",
     "sampling",

@@ -1,0 +1,11 @@
+"""Networks ``net(x, c_noise, y=None)``: a time-conditioned MLP and a DDPM++-style U-Net.
+
+A network maps a (scaled) noisy input and a ``(B,)`` noise input ``c_noise`` (and optional class
+labels) to an output shaped like ``x``; :class:`scoresde.parameterize.ScoreModel` turns it into
+a score function for an SDE and decides what ``c_noise`` is.
+"""
+
+from .embedding import GaussianFourierEmbedding, LabelEmbedding, SinusoidalEmbedding
+from .mlp import MLP
+
+__all__ = ["MLP", "GaussianFourierEmbedding", "SinusoidalEmbedding", "LabelEmbedding"]

@@ -1,0 +1,123 @@
+"""Embeddings of the scalar noise input ``c_noise`` and of class labels.
+
+Both time embeddings are computed in float32 whatever the autocast context, since the high
+frequencies of a Fourier embedding lose all precision in bf16.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from .._checks import check_choice, check_positive
+
+__all__ = ["GaussianFourierEmbedding", "SinusoidalEmbedding", "LabelEmbedding", "time_embedding"]
+
+EMBEDDINGS = ("fourier", "sinusoidal")
+
+
+class GaussianFourierEmbedding(nn.Module):
+    """Random Fourier features ``[sin(2 pi c w), cos(2 pi c w)]``, ``w ~ N(0, scale^2)`` fixed.
+
+    Tancik et al. 2020; used for the noise level by Song et al. 2021 (NCSN++). ``scale = 16``
+    suits inputs of order one such as ``log(sigma) / 4``.
+    """
+
+    def __init__(self, embed_dim: int, scale: float = 16.0) -> None:
+        super().__init__()
+        if embed_dim < 2 or embed_dim % 2:
+            raise ValueError(f"embed_dim must be an even number >= 2, got {embed_dim}")
+        check_positive("scale", scale)
+        self.embed_dim = embed_dim
+        self.freqs: Tensor
+        self.register_buffer("freqs", torch.randn(embed_dim // 2) * scale)
+
+    def forward(self, c: Tensor) -> Tensor:
+        """Embed a ``(B,)`` tensor into ``(B, embed_dim)`` (float32)."""
+        arg = 2 * math.pi * c.float()[:, None] * self.freqs.float()[None, :]
+        return torch.cat([arg.sin(), arg.cos()], dim=1)
+
+
+class SinusoidalEmbedding(nn.Module):
+    """Transformer positional embedding of ``scale * c`` (Vaswani et al. 2017; DDPM).
+
+    Frequencies run geometrically from 1 to ``1 / max_period``. ``scale = 1000`` maps ``t`` in
+    ``[0, 1]`` (or ``log(sigma) / 4``) onto DDPM's range of integer steps.
+    """
+
+    def __init__(self, embed_dim: int, scale: float = 1000.0, max_period: float = 10000.0) -> None:
+        super().__init__()
+        if embed_dim < 2 or embed_dim % 2:
+            raise ValueError(f"embed_dim must be an even number >= 2, got {embed_dim}")
+        check_positive("scale", scale)
+        check_positive("max_period", max_period)
+        self.embed_dim = embed_dim
+        self.scale = float(scale)
+        half = embed_dim // 2
+        freqs = torch.exp(-math.log(max_period) * torch.arange(half) / max(half - 1, 1))
+        self.freqs: Tensor
+        self.register_buffer("freqs", freqs)
+
+    def forward(self, c: Tensor) -> Tensor:
+        """Embed a ``(B,)`` tensor into ``(B, embed_dim)`` (float32)."""
+        arg = self.scale * c.float()[:, None] * self.freqs.float()[None, :]
+        return torch.cat([arg.sin(), arg.cos()], dim=1)
+
+
+def time_embedding(kind: str, embed_dim: int, scale: float | None = None) -> nn.Module:
+    """Build the embedding ``kind`` (``"fourier"`` or ``"sinusoidal"``) with its default scale."""
+    check_choice("embedding", kind, EMBEDDINGS)
+    if kind == "fourier":
+        return GaussianFourierEmbedding(embed_dim, 16.0 if scale is None else scale)
+    return SinusoidalEmbedding(embed_dim, 1000.0 if scale is None else scale)
+
+
+class LabelEmbedding(nn.Module):
+    """Class labels ``0 .. num_classes - 1`` plus a *null* label ``num_classes`` (unconditional).
+
+    The null label serves classifier-free guidance (Ho & Salimans 2022): ``y=None`` embeds every
+    sample as null, and in training mode each label is replaced by null with probability
+    ``dropout`` (drawn from the global generator, which the trainer seeds).
+    """
+
+    def __init__(self, num_classes: int, dim: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        if int(num_classes) < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"class dropout must lie in [0, 1), got {dropout}")
+        self.num_classes = int(num_classes)
+        self.dropout = float(dropout)
+        self.embed = nn.Embedding(self.num_classes + 1, dim)
+
+    @property
+    def null_label(self) -> int:
+        """The label index meaning "no class"."""
+        return self.num_classes
+
+    def forward(self, y: Tensor | None, batch: int, device: torch.device) -> Tensor:
+        """Embed labels ``y`` (``(B,)`` integers, or ``None`` for all-null) into ``(B, dim)``."""
+        if y is None:
+            y = torch.full((batch,), self.null_label, device=device, dtype=torch.long)
+        else:
+            if y.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+                raise TypeError(f"labels y must be an integer tensor, got dtype {y.dtype}")
+            if y.shape != (batch,):
+                raise ValueError(f"labels y must have shape ({batch},), got {tuple(y.shape)}")
+            y = y.to(device=device, dtype=torch.long)
+            if (
+                y.device.type == "cpu"
+                and y.numel()
+                and (int(y.min()) < 0 or int(y.max()) > self.null_label)
+            ):
+                raise ValueError(
+                    f"labels must lie in [0, {self.num_classes}] "
+                    f"({self.num_classes} = null), got [{int(y.min())}, "
+                    f"{int(y.max())}]"
+                )
+            if self.training and self.dropout > 0:
+                drop = torch.rand(batch, device=device) < self.dropout
+                y = torch.where(drop, torch.full_like(y, self.null_label), y)
+        return self.embed(y)

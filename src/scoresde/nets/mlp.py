@@ -1,0 +1,124 @@
+"""A time-conditioned residual MLP for low-dimensional data (2-D toys, flattened small images)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+from .embedding import LabelEmbedding, time_embedding
+
+__all__ = ["MLP"]
+
+
+class _ResBlock(nn.Module):
+    """``h + W2 dropout(SiLU(W1 SiLU(LayerNorm h) + E emb))``; ``W2`` starts at zero."""
+
+    def __init__(self, hidden: int, dropout: float) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(hidden)
+        self.fc1 = nn.Linear(hidden, hidden)
+        self.emb = nn.Linear(hidden, hidden)
+        self.drop = nn.Dropout(dropout)
+        self.fc2 = nn.Linear(hidden, hidden)
+        nn.init.zeros_(self.fc2.weight)
+        nn.init.zeros_(self.fc2.bias)
+
+    def forward(self, h: Tensor, emb: Tensor) -> Tensor:
+        """Apply the block to features ``h`` ``(B, hidden)`` given the embedding ``emb``."""
+        u = self.fc1(nn.functional.silu(self.norm(h))) + self.emb(emb)
+        return h + self.fc2(self.drop(nn.functional.silu(u)))
+
+
+class MLP(nn.Module):
+    """Residual MLP ``net(x, c_noise, y=None)`` conditioned on a scalar noise input.
+
+    ``c_noise`` (``(B,)``) goes through a Gaussian Fourier (or sinusoidal) embedding and a
+    two-layer MLP, and is added inside every residual block. The output has ``x``'s shape.
+
+    Args:
+        dim: number of values per sample; ``x`` may be ``(B, dim)`` or any ``(B, *event)``
+            with ``prod(event) == dim`` (it is flattened and reshaped back).
+        hidden: width of the residual stream.
+        depth: number of residual blocks.
+        embed_dim: width of the Fourier/sinusoidal features of ``c_noise``.
+        embedding: ``"fourier"`` (default) or ``"sinusoidal"``.
+        embedding_scale: the embedding's frequency scale (default 16 Fourier, 1000 sinusoidal).
+        dropout: dropout probability inside the blocks.
+        num_classes: number of classes for class conditioning (``None``: unconditional). Label
+            ``num_classes`` is the null label used for classifier-free guidance.
+        class_dropout: probability of replacing a label by null in training mode.
+
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        hidden: int = 128,
+        depth: int = 4,
+        embed_dim: int = 64,
+        *,
+        embedding: str = "fourier",
+        embedding_scale: float | None = None,
+        dropout: float = 0.0,
+        num_classes: int | None = None,
+        class_dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        for name, v in (("dim", dim), ("hidden", hidden), ("depth", depth)):
+            if int(v) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v}")
+        self.dim, self.hidden, self.depth = int(dim), int(hidden), int(depth)
+        self.num_classes = num_classes
+        self.time_embed = nn.Sequential(
+            time_embedding(embedding, embed_dim, embedding_scale),
+            nn.Linear(embed_dim, hidden),
+            nn.SiLU(),
+            nn.Linear(hidden, hidden),
+        )
+        self.label_embed = (
+            LabelEmbedding(num_classes, hidden, class_dropout) if num_classes is not None else None
+        )
+        self.inp = nn.Linear(self.dim, hidden)
+        self.blocks = nn.ModuleList(_ResBlock(hidden, dropout) for _ in range(self.depth))
+        self.out_norm = nn.LayerNorm(hidden)
+        self.out = nn.Linear(hidden, self.dim)
+
+    def forward(self, x: Tensor, c_noise: Tensor, y: Tensor | None = None) -> Tensor:
+        """Network output shaped like ``x`` for the noise input ``c_noise`` ``(B,)``."""
+        shape = x.shape
+        h_in = x.reshape(shape[0], -1)
+        if h_in.shape[1] != self.dim:
+            raise ValueError(
+                f"MLP(dim={self.dim}) got x of shape {tuple(shape)} "
+                f"({h_in.shape[1]} values per sample)"
+            )
+        if c_noise.shape != (shape[0],):
+            raise ValueError(f"c_noise must have shape ({shape[0]},), got {tuple(c_noise.shape)}")
+        emb = self.time_embed(c_noise)
+        if self.label_embed is not None:
+            emb = emb + self.label_embed(y, shape[0], x.device)
+        elif y is not None:
+            raise ValueError(
+                "labels y were given to an unconditional MLP; build it with num_classes=K"
+            )
+        emb = nn.functional.silu(emb)
+        h = self.inp(h_in)
+        for block in self.blocks:
+            h = block(h, emb)
+        return self.out(nn.functional.silu(self.out_norm(h))).reshape(shape)
+
+    @classmethod
+    def for_shape(cls, event_shape: Sequence[int], **kwargs: object) -> MLP:
+        """Build an MLP for samples of ``event_shape`` (``dim = prod(event_shape)``)."""
+        return cls(math.prod(int(s) for s in event_shape), **kwargs)  # type: ignore[arg-type]
+
+    @property
+    def null_label(self) -> int | None:
+        """The null label (``num_classes``) for classifier-free guidance, or ``None``."""
+        return self.num_classes
+
+    def extra_repr(self) -> str:
+        """Summary shown by ``print(model)``."""
+        return f"dim={self.dim}, hidden={self.hidden}, depth={self.depth}"

@@ -1,0 +1,353 @@
+"""Parameterisations: turn a network ``net(x, c_noise, y)`` into a score ``score(x, t)``.
+
+For an affine SDE the kernel is ``x_t = s x0 + s sigma z`` (``std = s sigma``), and Tweedie's
+formula ``grad log p_t(x) = (s E[x0 | x] - x) / std^2`` links every usual network target to the
+score. Each parameterisation below makes the score an *affine* function of the network output::
+
+    F     = net(c_in * x, c_noise, y)                 (the raw output)
+    score = skip(t) * x + out(t) * F                  (one scalar pair per sample)
+
+with ``sd = sigma_data``, ``r = sqrt(sd^2 + sigma^2)`` and
+
+=================  ==========================================  ===============  ===================
+parameterisation   the network predicts                        ``skip``         ``out``
+=================  ==========================================  ===============  ===================
+``score``          the score itself                            0                1
+``scaled_score``   ``std * score`` (Song's ``scale_by_sigma``)  0                ``1 / std``
+``eps``            the noise ``z`` (DDPM): score = -z/std       0                ``-1 / std``
+``x0``             the clean data ``E[x0 | x]``                 ``-1 / std^2``   ``s / std^2``
+``v``              ``v = a z - b x0/sigma_data`` (a, b below)   ``-1/(s r)^2``   ``-sd/(r std)``
+``edm``            EDM's ``F`` (Karras et al. 2022, Table 1)    ``-1/(s r)^2``   ``+sd/(r std)``
+=================  ==========================================  ===============  ===================
+
+* ``v``: with ``a = sigma_data / r`` and ``b = sigma / r`` (``a^2 + b^2 = 1``), ``x / (s r) =
+  a x0/sigma_data + b z``, so ``z = a v + b x/(s r)`` and ``score = -z / std`` (Salimans & Ho
+  2022, generalised to any ``s``, ``sigma`` and data std).
+* ``edm``: on the scaled variable ``x^ = x / s`` (noise level ``sigma``), the denoiser is
+  ``D = c_skip x^ + c_out F(c_in x^, c_noise)`` with ``c_skip = sigma_data^2 / r^2``,
+  ``c_out = sigma sigma_data / r``, ``c_in = 1 / r``, ``c_noise = log(sigma) / 4``, and
+  ``score = (s D - x) / std^2``. It is ``v`` with the opposite sign (both train the same target).
+
+Network inputs (the same for every parameterisation, so one network fits every SDE):
+
+* ``x`` is multiplied by ``c_in = 1 / (s r)``, which gives unit-ish variance at every noise level
+  for data of std ``sigma_data`` (it is 1 for VP with ``sigma_data = 1``);
+* the noise input ``c_noise`` is ``log(sigma(t)) / 4`` (``noise_input="log_sigma"``, the default,
+  as in EDM; about ``[-1.7, 1.3]`` for the default SDEs) or ``t`` itself (``noise_input="t"``).
+
+Training. :meth:`ScoreModel.loss` computes the denoising score-matching loss through the raw
+output, ``||F - F*||^2`` with ``F* = (-z/std - skip x_t) / out`` the exact target, which is
+
+* ``weighting="natural"``: the plain MSE on the network's own target (``eps``: DDPM's
+  ``||eps_hat - z||^2``; ``x0``: ``||x0_hat - x0||^2``; ``v``: ``||v_hat - v||^2``; ``edm``: EDM's
+  loss ``lambda(sigma) ||D - x0||^2`` with ``lambda = 1/c_out^2``; ``scaled_score``: DSM with
+  ``lambda = std^2``; ``score``: DSM with ``lambda = 1``);
+* ``"sigma2"``, ``"likelihood"``, ``"none"``: exactly :func:`scoresde.dsm_loss` with that
+  weighting (``lambda = std^2``, ``g^2``, ``1``), whatever the parameterisation.
+
+EDM trains with ``log sigma ~ N(P_mean, P_std^2)``; :func:`sample_training_times` draws such
+times (``method="edm"``) or uniform ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from ._checks import check_choice, check_positive, check_tensor
+from .losses import EPS_TRAIN
+from .sde import SDE, ScoreFn, bcast
+
+__all__ = [
+    "PARAMETERIZATIONS",
+    "NOISE_INPUTS",
+    "ScoreCoefficients",
+    "ScoreModel",
+    "coefficients",
+    "null_label",
+    "sample_training_times",
+]
+
+PARAMETERIZATIONS = ("score", "scaled_score", "eps", "x0", "v", "edm")
+"""The names accepted by :class:`ScoreModel`."""
+NOISE_INPUTS = ("log_sigma", "t")
+"""What the network receives as its noise input ``c_noise``."""
+
+Parameterization = Literal["score", "scaled_score", "eps", "x0", "v", "edm"]
+
+
+@dataclass(frozen=True)
+class ScoreCoefficients:
+    """Per-sample ``(B,)`` coefficients of ``score = skip * x + out * net(c_in * x, c_noise)``."""
+
+    c_in: Tensor
+    """Multiplies ``x`` before the network."""
+    c_noise: Tensor
+    """The network's noise input."""
+    skip: Tensor
+    """Coefficient of ``x`` in the score."""
+    out: Tensor
+    """Coefficient of the network output in the score."""
+
+
+def coefficients(
+    parameterization: str,
+    sde: SDE,
+    t: Tensor,
+    *,
+    sigma_data: float = 0.5,
+    noise_input: str = "log_sigma",
+) -> ScoreCoefficients:
+    """Return the coefficients of ``parameterization`` for ``sde`` at ``(B,)`` times ``t``.
+
+    See the module docstring for the table of formulas.
+    """
+    s, sigma = sde.scale(t), sde.sigma(t)
+    std = s * sigma
+    r = torch.sqrt(sigma_data**2 + sigma**2)
+    c_in = 1.0 / (s * r)
+    c_noise = torch.log(sigma) / 4 if noise_input == "log_sigma" else t
+    zero = torch.zeros_like(t)
+    if parameterization == "score":
+        skip, out = zero, torch.ones_like(t)
+    elif parameterization == "scaled_score":
+        skip, out = zero, 1.0 / std
+    elif parameterization == "eps":
+        skip, out = zero, -1.0 / std
+    elif parameterization == "x0":
+        skip, out = -1.0 / std**2, s / std**2
+    elif parameterization in ("v", "edm"):
+        skip = -(c_in**2)
+        out = sigma_data / (r * std)
+        if parameterization == "v":
+            out = -out
+    else:
+        check_choice("parameterization", parameterization, PARAMETERIZATIONS)
+    return ScoreCoefficients(c_in, c_noise, skip, out)
+
+
+class ScoreModel(nn.Module):
+    """A network wrapped as the score of ``sde``: ``model(x, t, y=None) -> grad log p_t(x)``.
+
+    The network is ``model.net``: wrap that (not the ScoreModel) in DDP or ``torch.compile``,
+    since :meth:`loss` and :meth:`forward` both call ``self.net``. Under autocast the network
+    output is cast back to ``x``'s dtype before the affine map, and the coefficients are computed
+    in ``t``'s dtype.
+
+    Args:
+        net: ``net(x, c_noise)`` or, class-conditional, ``net(x, c_noise, y)``; the output has
+            ``x``'s shape. Networks with a ``null_label`` attribute support guidance.
+        sde: the forward SDE whose marginals the score belongs to.
+        parameterization: one of :data:`PARAMETERIZATIONS` (module docstring); ``"eps"`` default.
+        sigma_data: the data's standard deviation (0.5 suits images in ``[-1, 1]``).
+        noise_input: ``"log_sigma"`` (``c_noise = log(sigma(t)) / 4``) or ``"t"``.
+
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        sde: SDE,
+        parameterization: Parameterization = "eps",
+        *,
+        sigma_data: float = 0.5,
+        noise_input: Literal["log_sigma", "t"] = "log_sigma",
+    ) -> None:
+        super().__init__()
+        if not callable(net):
+            raise TypeError(f"net must be a callable nn.Module, got {type(net).__name__}")
+        if not isinstance(sde, SDE):
+            raise TypeError(f"sde must be a scoresde.SDE, got {type(sde).__name__}")
+        self.net = net
+        self.sde = sde
+        self.parameterization = check_choice(
+            "parameterization", parameterization, PARAMETERIZATIONS
+        )
+        self.noise_input = check_choice("noise_input", noise_input, NOISE_INPUTS)
+        self.sigma_data = check_positive("sigma_data", sigma_data)
+
+    def extra_repr(self) -> str:
+        """Summary shown by ``print(model)``."""
+        return (
+            f"parameterization={self.parameterization!r}, sde={self.sde!r}, "
+            f"sigma_data={self.sigma_data}, noise_input={self.noise_input!r}"
+        )
+
+    # ------------------------------------------------------------------------------------------
+    def coefficients(self, t: Tensor) -> ScoreCoefficients:
+        """:func:`coefficients` of this model at ``(B,)`` times ``t``."""
+        return coefficients(
+            self.parameterization,
+            self.sde,
+            t,
+            sigma_data=self.sigma_data,
+            noise_input=self.noise_input,
+        )
+
+    def _raw(self, x: Tensor, c: ScoreCoefficients, y: Tensor | None) -> Tensor:
+        inp = bcast(c.c_in, x) * x
+        out = self.net(inp, c.c_noise) if y is None else self.net(inp, c.c_noise, y)
+        if out.shape != x.shape:
+            raise ValueError(
+                f"the network returned shape {tuple(out.shape)} for input of "
+                f"shape {tuple(x.shape)}; it must return x's shape"
+            )
+        return out.to(x.dtype)
+
+    def raw_output(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+        """Return the network output ``F = net(c_in x, c_noise, y)`` (in ``x``'s dtype)."""
+        return self._raw(x, self.coefficients(self._time(t, x)), y)
+
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+        """Return the score ``skip(t) x + out(t) F`` at ``x`` ``(B, ...)``, times ``t`` ``(B,)``."""
+        c = self.coefficients(self._time(t, x))
+        return bcast(c.skip, x) * x + bcast(c.out, x) * self._raw(x, c, y)
+
+    def denoise(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+        """Tweedie's denoised estimate ``E[x0 | x_t] = (x + std^2 score) / s``."""
+        tt = self._time(t, x)
+        std, s = self.sde.std(tt), self.sde.scale(tt)
+        return (x + bcast(std**2, x) * self(x, tt, y)) / bcast(s, x)
+
+    def score_fn(self, y: Tensor | int | None = None, guidance: float = 0.0) -> ScoreFn:
+        """Return a plain ``score_fn(x, t)`` for samplers, optionally class-conditional.
+
+        With ``guidance = w != 0`` it is the classifier-free guided score (Ho & Salimans 2022)
+        ``(1 + w) score(x, t, y) - w score(x, t, null)``, evaluated in one batched call; the
+        network must expose ``null_label``. An int ``y`` is used for every sample.
+        """
+        if guidance != 0.0 and y is None:
+            raise ValueError("classifier-free guidance needs labels y; pass y=... or guidance=0")
+        null = null_label(self.net)
+        if y is not None and null is None:
+            raise ValueError(
+                "labels were given but the network is unconditional; build it with num_classes=K"
+            )
+
+        def labels(x: Tensor) -> Tensor | None:
+            if y is None or isinstance(y, Tensor):
+                return y
+            return torch.full((x.shape[0],), int(y), device=x.device, dtype=torch.long)
+
+        def score(x: Tensor, t: Tensor) -> Tensor:
+            yy = labels(x)
+            if guidance == 0.0 or yy is None:
+                return self(x, t, yy)
+            yy = yy.to(x.device)
+            null_y = torch.full_like(yy, int(null or 0))
+            both = self(torch.cat([x, x]), torch.cat([t, t]), torch.cat([yy, null_y]))
+            cond, uncond = both.chunk(2)
+            return (1.0 + guidance) * cond - guidance * uncond
+
+        return score
+
+    # ------------------------------------------------------------------------------------------
+    def target(self, x_t: Tensor, noise: Tensor, t: Tensor) -> Tensor:
+        """Return the raw output ``F*`` giving the conditional score ``-noise/std`` at ``x_t``.
+
+        ``F* = (-noise/std - skip x_t) / out``, for ``x_t = s x0 + std * noise``: ``noise`` for
+        ``eps``, ``x0`` for ``x0``, ``v`` for ``v``, EDM's ``(x0 - c_skip x^)/c_out`` for ``edm``.
+        """
+        c = self.coefficients(t)
+        std = self.sde.std(t)
+        return (-noise / bcast(std, noise) - bcast(c.skip, x_t) * x_t) / bcast(c.out, x_t)
+
+    def loss(
+        self,
+        x0: Tensor,
+        *,
+        y: Tensor | None = None,
+        weighting: Literal["natural", "sigma2", "likelihood", "none"] = "natural",
+        reduction: Literal["mean", "sum", "none"] = "mean",
+        t: Tensor | None = None,
+        noise: Tensor | None = None,
+        eps: float = EPS_TRAIN,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Denoising score matching through the raw output: ``w(t) ||F - F*||^2`` per sample.
+
+        ``weighting="natural"`` is the plain MSE on the parameterisation's own target (see the
+        module docstring); ``"sigma2"``/``"likelihood"``/``"none"`` equal :func:`scoresde.dsm_loss`
+        with that weighting (``w = lambda(t) out(t)^2``). ``t`` (default ``U(eps, T)``, see
+        :func:`sample_training_times`) and ``noise`` (default ``N(0, I)``) may be given.
+        """
+        check_tensor("x0", x0, min_dim=2)
+        check_choice("weighting", weighting, ("natural", "sigma2", "likelihood", "none"))
+        check_choice("reduction", reduction, ("mean", "sum", "none"))
+        sde = self.sde
+        if t is None:
+            t = sample_training_times(
+                sde, x0.shape[0], eps=eps, generator=generator, device=x0.device, dtype=x0.dtype
+            )
+        else:
+            t = sde.time(t, x0)
+        if noise is None:
+            noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        elif noise.shape != x0.shape:
+            raise ValueError(
+                f"noise must have the shape of x0 {tuple(x0.shape)}, got {tuple(noise.shape)}"
+            )
+        c = self.coefficients(t)
+        std = sde.std(t)
+        x_t = bcast(sde.scale(t), x0) * x0 + bcast(std, x0) * noise
+        target = (-noise / bcast(std, x0) - bcast(c.skip, x0) * x_t) / bcast(c.out, x0)
+        per = (self._raw(x_t, c, y) - target).flatten(1).pow(2).sum(1)
+        if weighting == "sigma2":
+            per = per * (std * c.out) ** 2
+        elif weighting == "likelihood":
+            per = per * sde.g2(t) * c.out**2
+        elif weighting == "none":
+            per = per * c.out**2
+        if reduction == "mean":
+            return per.mean()
+        if reduction == "sum":
+            return per.sum()
+        return per
+
+    def _time(self, t: Tensor | float, x: Tensor) -> Tensor:
+        if isinstance(t, Tensor) and t.dim() == 1 and t.shape[0] == x.shape[0]:
+            return t.to(dtype=x.dtype) if t.dtype != x.dtype else t
+        return self.sde.time(t, x)
+
+
+def null_label(net: nn.Module) -> int | None:
+    """Return the network's null label for guidance (looks through DDP/compile wrappers)."""
+    for obj in (net, getattr(net, "module", None), getattr(net, "_orig_mod", None)):
+        label = getattr(obj, "null_label", None)
+        if label is not None:
+            return int(label)
+    return None
+
+
+def sample_training_times(
+    sde: SDE,
+    n: int,
+    *,
+    method: Literal["uniform", "edm"] = "uniform",
+    eps: float = EPS_TRAIN,
+    p_mean: float = -1.2,
+    p_std: float = 1.2,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> Tensor:
+    """Draw ``n`` training times: ``U(eps, T)`` or EDM's ``log sigma ~ N(p_mean, p_std^2)``.
+
+    For ``method="edm"`` the noise level is mapped to a time with ``sde.sigma_inv`` and clamped
+    to ``[eps, T]`` (Karras et al. 2022, Table 1, "training").
+    """
+    check_choice("method", method, ("uniform", "edm"))
+    if not 0 <= eps < sde.T:
+        raise ValueError(f"eps must lie in [0, T) = [0, {sde.T}), got {eps}")
+    if device is None and generator is not None:
+        device = generator.device
+    dtype = dtype or torch.get_default_dtype()
+    if method == "uniform":
+        u = torch.rand(n, generator=generator, device=device, dtype=dtype)
+        return eps + (sde.T - eps) * u
+    log_sigma = p_mean + p_std * torch.randn(n, generator=generator, device=device, dtype=dtype)
+    t = sde.sigma_inv(torch.exp(log_sigma))
+    return t.clamp(min=eps, max=sde.T)
