@@ -6,6 +6,18 @@ a score function for an SDE and decides what ``c_noise`` is.
 """
 
 from .embedding import GaussianFourierEmbedding, LabelEmbedding, SinusoidalEmbedding
+from .factory import NETWORKS, build_net, net_for_data, net_spec
 from .mlp import MLP
+from .unet import UNet
 
-__all__ = ["MLP", "GaussianFourierEmbedding", "SinusoidalEmbedding", "LabelEmbedding"]
+__all__ = [
+    "MLP",
+    "UNet",
+    "NETWORKS",
+    "build_net",
+    "net_for_data",
+    "net_spec",
+    "GaussianFourierEmbedding",
+    "SinusoidalEmbedding",
+    "LabelEmbedding",
+]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -69,6 +70,12 @@ class MLP(nn.Module):
         for name, v in (("dim", dim), ("hidden", hidden), ("depth", depth)):
             if int(v) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v}")
+        self.config: dict[str, Any] = dict(
+            dim=int(dim), hidden=int(hidden), depth=int(depth), embed_dim=int(embed_dim),
+            embedding=embedding, embedding_scale=embedding_scale, dropout=float(dropout),
+            num_classes=num_classes, class_dropout=float(class_dropout),
+        )  # fmt: skip
+        """The constructor arguments (JSON-able): ``MLP(**net.config)`` rebuilds the network."""
         self.dim, self.hidden, self.depth = int(dim), int(hidden), int(depth)
         self.num_classes = num_classes
         self.time_embed = nn.Sequential(
@@ -110,9 +117,9 @@ class MLP(nn.Module):
         return self.out(nn.functional.silu(self.out_norm(h))).reshape(shape)
 
     @classmethod
-    def for_shape(cls, event_shape: Sequence[int], **kwargs: object) -> MLP:
+    def for_shape(cls, event_shape: Sequence[int], **kwargs: Any) -> MLP:
         """Build an MLP for samples of ``event_shape`` (``dim = prod(event_shape)``)."""
-        return cls(math.prod(int(s) for s in event_shape), **kwargs)  # type: ignore[arg-type]
+        return cls(math.prod(int(s) for s in event_shape), **kwargs)
 
     @property
     def null_label(self) -> int | None:
