@@ -1,8 +1,9 @@
-"""The one sampling entry point, :func:`sample`."""
+"""The one sampling entry point, :func:`sample`, and its optional named result."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -11,9 +12,24 @@ from torch import Tensor
 from .._checks import check_tensor
 from ..sde import SDE, ScoreFn
 from .base import Context, get_sampler
-from .schedules import get_times
+from .noise import CounterNoise
+from .schedules import Schedule, get_times
 
-__all__ = ["sample"]
+__all__ = ["sample", "SampleResult"]
+
+
+@dataclass
+class SampleResult:
+    """What :func:`sample` returns with ``return_info=True`` or ``return_trajectory=True``."""
+
+    samples: Tensor
+    """The final samples, shaped like the requested batch."""
+    nfe: int
+    """Number of score-function evaluations (batched calls) that were made."""
+    times: Tensor
+    """The time grid the sampler visited (``T`` down to ``eps``)."""
+    trajectory: Tensor | None = None
+    """``(n_states, *shape)``: the initial state and the state after every step, if asked."""
 
 
 def _resolve(
@@ -23,13 +39,32 @@ def _resolve(
     x_init: Tensor | None,
 ) -> tuple[torch.device, torch.dtype]:
     if device is None:
-        device = x_init.device if x_init is not None else (
-            generator.device if generator is not None else torch.device("cpu"))
+        device = (
+            x_init.device
+            if x_init is not None
+            else (generator.device if generator is not None else torch.device("cpu"))
+        )
     if dtype is None:
         dtype = x_init.dtype if x_init is not None else torch.get_default_dtype()
     if not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating-point dtype, got {dtype}")
     return torch.device(device), dtype
+
+
+def _initial_state(
+    sde: SDE,
+    shape: tuple[int, ...],
+    noise: CounterNoise,
+    x_init: Tensor | None,
+    dev: torch.device,
+    dt: torch.dtype,
+) -> Tensor:
+    if x_init is None:
+        return noise.randn(shape, dev, dt) * sde.prior_std
+    check_tensor("x_init", x_init)
+    if tuple(x_init.shape) != shape:
+        raise ValueError(f"x_init must have shape {shape}, got {tuple(x_init.shape)}")
+    return x_init.to(device=dev, dtype=dt)
 
 
 @torch.no_grad()
@@ -43,33 +78,52 @@ def sample(
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
-    schedule: str | Tensor | None = None,
+    schedule: str | Schedule | Tensor | None = None,
+    rho: float = 7.0,
     eps: float | None = None,
+    denoise: bool | None = None,
     x_init: Tensor | None = None,
     callback: Callable[[dict[str, Any]], None] | None = None,
     progress: bool = False,
+    return_trajectory: bool = False,
+    return_info: bool = False,
     **options: Any,
-) -> Tensor:
+) -> Any:
     """Draw samples by integrating the reverse SDE / probability-flow ODE from the prior.
 
     Args:
         score_fn: ``score_fn(x, t)`` with ``t`` a ``(B,)`` tensor (exact or a wrapped network).
         sde: the forward SDE the score belongs to.
         shape: ``(B, *event_shape)`` of the batch to draw.
-        sampler: a registered sampler name (see :func:`scoresde.available_samplers`).
-        steps: number of steps (intervals) of the time grid.
-        generator: the source of all randomness (prior draw and sampler noise).
-        device, dtype: where and in what precision to sample.
-        schedule: a schedule name (``"uniform"``, ``"quadratic"``, ``"karras"``, ``"logsnr"``)
-            or a decreasing tensor of times; default ``sde.default_schedule``.
+        sampler: a registered sampler name (see :func:`scoresde.available_samplers`);
+            ``"fast"`` is the recommended few-step sampler (NFE 5-20).
+        steps: number of steps (intervals) of the time grid from ``T`` to ``eps``.
+        generator: the source of all randomness. One seed is drawn from it per call and all
+            noise is derived from that seed by a counter-based hash, so sample ``i`` is the same
+            whatever the batch size.
+        device: where to sample (default: ``x_init``'s, the generator's, or the CPU).
+        dtype: the precision to sample in (default: ``x_init``'s or torch's default).
+        schedule: a schedule name (``"uniform"``, ``"quadratic"``, ``"karras"``, ``"logsnr"``),
+            a :class:`~scoresde.sampling.Schedule`, or a decreasing tensor of times; default:
+            the sampler's preferred schedule, else ``sde.default_schedule``.
+        rho: Karras' exponent for ``schedule="karras"``.
         eps: the final time (default ``sde.eps``).
+        denoise: take one extra score evaluation at ``eps`` and return Tweedie's denoised
+            ``E[x_0 | x_eps]`` (an Euler step of the probability-flow ODE to noise level 0).
+            Default: the sampler's convention (on for the noise-level samplers ``euler``,
+            ``heun``, ``edm``, ``ddim``, ``dpm_solver``, ``fast``; off for the others, which
+            end on the noise-free mean of their last step).
         x_init: start from this state at ``T`` instead of a prior draw.
         callback: called after each step with ``{"i", "t", "x", ...}``.
         progress: show a progress bar.
-        **options: options of the chosen sampler.
+        return_trajectory: also keep the state after every step (implies a
+            :class:`SampleResult`).
+        return_info: return a :class:`SampleResult` (samples, NFE, times) instead of a tensor.
+        **options: options of the chosen sampler (see its docstring).
 
     Returns:
-        The samples, shaped ``shape``, on ``device`` in ``dtype``.
+        The samples, shaped ``shape``, on ``device`` in ``dtype``; a :class:`SampleResult` when
+        ``return_info`` or ``return_trajectory`` is set.
     """
     spec = get_sampler(sampler)
     spec.check(sde, options)
@@ -77,14 +131,11 @@ def sample(
     if len(shape) < 1 or any(s < 1 for s in shape):
         raise ValueError(f"shape must be (B, ...) with positive sizes, got {shape}")
     dev, dt = _resolve(device, dtype, generator, x_init)
-    times = get_times(sde, steps, schedule, eps=eps, device=dev, dtype=dt)
-    if x_init is not None:
-        check_tensor("x_init", x_init)
-        if tuple(x_init.shape) != shape:
-            raise ValueError(f"x_init must have shape {shape}, got {tuple(x_init.shape)}")
-        x = x_init.to(device=dev, dtype=dt)
-    else:
-        x = sde.prior_sample(shape, generator=generator, device=dev, dtype=dt)
+    if schedule is None:
+        schedule = spec.schedule
+    times = get_times(sde, steps, schedule, eps=eps, rho=rho, device=dev, dtype=dt)
+    noise = CounterNoise.from_generator(generator)
+    x = _initial_state(sde, shape, noise, x_init, dev, dt)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -98,9 +149,18 @@ def sample(
         if user_cb is not None:
             user_cb(state)
 
-    ctx = Context(score_fn, sde, generator, on_step if (bar or user_cb) else None)
+    ctx = Context(score_fn, sde, generator, on_step if (bar or user_cb) else None, noise=noise)
+    if return_trajectory:
+        ctx.trajectory = [x.clone()]
     try:
-        return spec.fn(ctx, x, times, **options)
+        x = spec.fn(ctx, x, times, **options)
+        if spec.denoise if denoise is None else denoise:
+            x = ctx.denoise(x, times[-1])
+            ctx.report(times.numel() - 1, torch.zeros_like(times[-1]), x)
     finally:
         if bar is not None:
             bar.close()
+    if not (return_info or return_trajectory):
+        return x
+    traj = torch.stack(ctx.trajectory) if ctx.trajectory is not None else None
+    return SampleResult(x, ctx.nfe, times, traj)

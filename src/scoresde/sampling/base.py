@@ -17,8 +17,17 @@ from torch import Tensor
 
 from .._checks import check_choice
 from ..sde import SDE, ScoreFn
+from .noise import CounterNoise
 
-__all__ = ["SamplerSpec", "Context", "register", "get_sampler", "available_samplers"]
+__all__ = [
+    "SamplerSpec",
+    "Context",
+    "register",
+    "get_sampler",
+    "available_samplers",
+    "is_variance_preserving",
+    "is_variance_exploding",
+]
 
 
 @dataclass
@@ -31,15 +40,27 @@ class Context:
     callback: Callable[[dict[str, Any]], None] | None = None
     trajectory: list[Tensor] | None = None
     nfe: int = 0
+    noise: CounterNoise | None = None
+    """Counter-based noise (batch-size independent); drawn from ``generator`` when unset."""
 
     def score(self, x: Tensor, t: Tensor) -> Tensor:
         """Evaluate the score at ``x`` and a scalar time ``t`` broadcast to the batch."""
         self.nfe += 1
         return self.score_fn(x, t.expand(x.shape[0]))
 
+    def denoise(self, x: Tensor, t: Tensor) -> Tensor:
+        """Tweedie's posterior mean ``E[x0 | x_t = x] = x / s + s sigma^2 score(x, t)``.
+
+        In the scaled variable ``x_hat = x / s`` this is EDM's denoiser ``D(x_hat; sigma)``.
+        """
+        s, sig = self.sde.scale(t), self.sde.sigma(t)
+        return x / s + s * sig**2 * self.score(x, t)
+
     def randn_like(self, x: Tensor) -> Tensor:
-        """Standard normal noise shaped like ``x`` from the context's generator."""
-        return torch.randn(x.shape, generator=self.generator, device=x.device, dtype=x.dtype)
+        """Standard normal noise shaped like ``x``; sample ``i`` ignores the batch size."""
+        if self.noise is None:
+            self.noise = CounterNoise.from_generator(self.generator)
+        return self.noise.randn(x.shape, x.device, x.dtype)
 
     def report(self, i: int, t: Tensor, x: Tensor, **extra: Tensor) -> None:
         """Record the state after step ``i`` for the callback and the trajectory."""
@@ -64,17 +85,26 @@ class SamplerSpec:
     requirement: str = ""
     options: frozenset[str] = frozenset()
     evals_per_step: int = 1
+    denoise: bool = False
+    """Whether a final Tweedie step to noise level 0 is taken unless ``denoise=`` says."""
+    schedule: Any = None
+    """Preferred step schedule (name or :class:`Schedule`); ``None`` means the SDE's default."""
+    description: str = ""
+    """One line for the documentation table."""
 
     def check(self, sde: SDE, options: dict[str, Any]) -> None:
         """Raise ``ValueError`` for an unsupported SDE or an unknown option."""
         if not self.supports(sde):
-            raise ValueError(f"sampler {self.name!r} does not support {type(sde).__name__}: "
-                             f"{self.requirement}")
+            raise ValueError(
+                f"sampler {self.name!r} does not support {type(sde).__name__}: {self.requirement}"
+            )
         unknown = set(options) - set(self.options)
         if unknown:
             allowed = sorted(self.options) or "none"
-            raise ValueError(f"sampler {self.name!r} got unknown option(s) {sorted(unknown)}; "
-                             f"it accepts: {allowed}")
+            raise ValueError(
+                f"sampler {self.name!r} got unknown option(s) {sorted(unknown)}; "
+                f"it accepts: {allowed}"
+            )
 
 
 _REGISTRY: dict[str, SamplerSpec] = {}
@@ -89,13 +119,25 @@ def register(
     requirement: str = "",
     options: tuple[str, ...] = (),
     evals_per_step: int = 1,
+    denoise: bool = False,
+    schedule: Any = None,
+    description: str = "",
 ) -> Callable[[SamplerFn], SamplerFn]:
     """Decorator registering ``fn`` as the sampler ``name`` with its contract."""
 
     def deco(fn: SamplerFn) -> SamplerFn:
         _REGISTRY[name] = SamplerSpec(
-            name, fn, order, stochastic, supports or (lambda sde: True), requirement,
-            frozenset(options), evals_per_step,
+            name,
+            fn,
+            order,
+            stochastic,
+            supports or (lambda sde: True),
+            requirement,
+            frozenset(options),
+            evals_per_step,
+            denoise,
+            schedule,
+            description or (fn.__doc__ or "").strip().split("\n")[0],
         )
         return fn
 
@@ -111,3 +153,20 @@ def get_sampler(name: str) -> SamplerSpec:
 def available_samplers() -> list[str]:
     """Names of all registered samplers."""
     return sorted(_REGISTRY)
+
+
+def _grid(sde: SDE) -> Tensor:
+    return torch.linspace(sde.eps, sde.T, 65, dtype=torch.float64)
+
+
+def is_variance_preserving(sde: SDE) -> bool:
+    """Whether ``s(t)^2 (1 + sigma(t)^2) = 1`` on ``[eps, T]`` (VP / DDPM), checked numerically."""
+    t = _grid(sde)
+    s, sig = sde.scale(t), sde.sigma(t)
+    return bool(torch.allclose(s**2 * (1 + sig**2), torch.ones_like(t), rtol=1e-6, atol=1e-9))
+
+
+def is_variance_exploding(sde: SDE) -> bool:
+    """Whether ``s(t) = 1`` on ``[eps, T]`` (VE / SMLD / EDM), checked numerically."""
+    s = sde.scale(_grid(sde))
+    return bool(torch.allclose(s, torch.ones_like(s), rtol=0, atol=1e-12))

@@ -2,11 +2,14 @@
 
 A schedule is chosen by name (``"uniform"`` in t, ``"quadratic"`` in t, ``"karras"`` with ``rho``
 in the noise level sigma (EDM eq. 5), ``"logsnr"`` uniform in log-SNR ``-2 log sigma``), or given
-as a tensor of times. Named schedules are built in the SDE's noise level and mapped back to time
-with ``sde.sigma_inv``, so they work for every SDE.
+as a tensor of times, or as a :class:`Schedule` object that also fixes ``rho`` and the end point.
+Named schedules are built in the SDE's noise level and mapped back to time with ``sde.sigma_inv``,
+so they work for every SDE.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -14,15 +17,46 @@ from torch import Tensor
 from .._checks import check_choice, check_positive
 from ..sde import SDE
 
-__all__ = ["get_times", "SCHEDULES"]
+__all__ = ["get_times", "SCHEDULES", "Schedule"]
 
 SCHEDULES = ("uniform", "quadratic", "karras", "logsnr")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A named step schedule with its parameters, usable wherever a schedule name is.
+
+    Args:
+        kind: one of ``"uniform"``, ``"quadratic"``, ``"karras"``, ``"logsnr"``.
+        rho: Karras' exponent (EDM eq. 5); ``rho = 1`` is uniform in sigma and large ``rho``
+            tends to ``"logsnr"``.
+        eps: the final time (overrides the sampler's ``eps``).
+        sigma_min: the final noise level instead of ``eps`` (mapped to time by the SDE).
+    """
+
+    kind: str = "karras"
+    rho: float = 7.0
+    eps: float | None = None
+    sigma_min: float | None = None
+
+    def __post_init__(self) -> None:
+        check_choice("schedule", self.kind, SCHEDULES)
+        check_positive("rho", self.rho)
+        if self.eps is not None and self.sigma_min is not None:
+            raise ValueError("give either eps or sigma_min to a Schedule, not both")
+
+    def end_time(self, sde: SDE, eps: float | None) -> float | None:
+        """The final time this schedule asks for (``eps`` when it fixes none)."""
+        if self.sigma_min is not None:
+            sig = torch.tensor(check_positive("sigma_min", self.sigma_min), dtype=torch.float64)
+            return float(sde.sigma_inv(sig))
+        return self.eps if self.eps is not None else eps
 
 
 def get_times(
     sde: SDE,
     steps: int,
-    schedule: str | Tensor | None = None,
+    schedule: str | Schedule | Tensor | None = None,
     *,
     eps: float | None = None,
     rho: float = 7.0,
@@ -37,14 +71,22 @@ def get_times(
     if isinstance(schedule, Tensor):
         times = schedule.detach().to(device=device, dtype=dtype)
         if times.dim() != 1 or times.numel() < 2:
-            raise ValueError(f"a schedule tensor must be 1-D with >= 2 times, "
-                             f"got shape {tuple(times.shape)}")
+            raise ValueError(
+                f"a schedule tensor must be 1-D with >= 2 times, got shape {tuple(times.shape)}"
+            )
         if not bool((times.diff() < 0).all()):
             raise ValueError("a schedule tensor must be strictly decreasing (from T towards 0)")
         sde._check_range(float(times.min()), float(times.max()))
         return times
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    if isinstance(schedule, Schedule):
+        eps, rho, schedule = schedule.end_time(sde, eps), schedule.rho, schedule.kind
+    if schedule is not None and not isinstance(schedule, str):
+        raise TypeError(
+            f"schedule must be a name, a Schedule or a tensor of times, "
+            f"got {type(schedule).__name__}"
+        )
     name = check_choice("schedule", schedule or sde.default_schedule, SCHEDULES)
     t_end = float(sde.eps if eps is None else eps)
     if not 0 < t_end < sde.T:

@@ -1,0 +1,82 @@
+"""The probability-flow ODE with an adaptive solver on the device (torchdiffeq).
+
+The reference implementation calls SciPy's ``solve_ivp`` through NumPy at every evaluation; here
+the solve stays in torch on the input's device. One adaptive solve shares its step sizes across
+the batch; with ``per_sample_norm=True`` (the default) the error norm is the *largest* per-sample
+RMS error, so every sample meets ``rtol``/``atol`` and not only the batch average.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from .._checks import check_choice, check_positive
+from .base import Context, register
+
+__all__ = ["ode", "ADAPTIVE_METHODS", "FIXED_METHODS"]
+
+ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
+FIXED_METHODS = ("euler", "midpoint", "heun2", "heun3", "rk4")
+
+
+def _max_rms(*tensors: Tensor) -> Tensor:
+    """Torchdiffeq error norm: the worst sample's root-mean-square (``y`` is batch first)."""
+    y = tensors[0]
+    if y.dim() == 0:
+        return y.abs()
+    return y.reshape(y.shape[0], -1).pow(2).mean(dim=1).sqrt().max()
+
+
+@register(
+    "ode",
+    order=5,
+    stochastic=False,
+    options=("rtol", "atol", "method", "per_sample_norm"),
+    description="probability-flow ODE, adaptive torchdiffeq solver (reports NFE)",
+)
+def ode(
+    ctx: Context,
+    x: Tensor,
+    times: Tensor,
+    *,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    method: str = "dopri5",
+    per_sample_norm: bool = True,
+) -> Tensor:
+    """Solve ``dx/dt = f(t) x - g(t)^2 score(x, t) / 2`` from ``times[0]`` to ``times[-1]``.
+
+    Options:
+        rtol, atol: tolerances of the adaptive solver.
+        method: a torchdiffeq method; adaptive ``"dopri5"`` (default), ``"dopri8"``,
+            ``"bosh3"``, ``"fehlberg2"``, ``"adaptive_heun"``, or a fixed-grid one
+            (``"euler"``, ``"midpoint"``, ``"heun2"``, ``"heun3"``, ``"rk4"``) that steps on
+            ``times``.
+        per_sample_norm: control the error of the worst sample instead of the batch RMS.
+
+    The number of score evaluations is in ``SampleResult.nfe`` (``return_info=True``). The
+    intermediate ``times`` are output points only (for the trajectory/callback); the adaptive
+    solver chooses its own steps.
+    """
+    from torchdiffeq import odeint
+
+    method = check_choice("method", method, ADAPTIVE_METHODS + FIXED_METHODS)
+    rtol, atol = check_positive("rtol", rtol), check_positive("atol", atol)
+    sde = ctx.sde
+
+    def drift(t: Tensor, y: Tensor) -> Tensor:
+        return sde.f(t) * y - 0.5 * sde.g2(t) * ctx.score(y, t)
+
+    options: dict[str, object] = {}
+    if method in ADAPTIVE_METHODS:
+        # land exactly on the final time: never evaluate the score beyond [eps, T]
+        options["step_t"] = times[-1:]
+        if per_sample_norm:
+            options["norm"] = _max_rms
+        grid = times if (ctx.trajectory is not None or ctx.callback is not None) else times[[0, -1]]
+    else:  # fixed-grid methods step exactly on the output times
+        grid = times
+    ys = odeint(drift, x, grid, rtol=rtol, atol=atol, method=method, options=options)
+    for i in range(1, ys.shape[0]):
+        ctx.report(i - 1, grid[i], ys[i])
+    return ys[-1]

@@ -1,0 +1,133 @@
+"""Predictor steps of the reverse-time SDE and the samplers made of them alone.
+
+Each step moves ``x`` from time ``t`` to an earlier time ``t_next`` and returns the new state
+and its noise-free mean ``(x, x_mean)``; ``last=True`` drops the noise (the customary final
+step that returns the mean). The same steps are the predictors of the predictor-corrector
+sampler (:mod:`.pc`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from .base import Context, is_variance_exploding, is_variance_preserving, register
+
+__all__ = [
+    "em_step",
+    "reverse_diffusion_step",
+    "ancestral_step",
+    "PREDICTORS",
+    "reverse_diffusion",
+    "ancestral",
+]
+
+Step = Callable[[Context, Tensor, Tensor, Tensor, bool], tuple[Tensor, Tensor]]
+
+
+def _finish(ctx: Context, x_mean: Tensor, std: Tensor, last: bool) -> tuple[Tensor, Tensor]:
+    if last:
+        return x_mean, x_mean
+    return x_mean + std * ctx.randn_like(x_mean), x_mean
+
+
+def em_step(
+    ctx: Context, x: Tensor, t: Tensor, t_next: Tensor, last: bool
+) -> tuple[Tensor, Tensor]:
+    """Euler-Maruyama on ``dx = [f x - g^2 score] dt + g dw_bar`` (Song et al. 2021, eq. 6).
+
+    ``x' = x + (f x - g^2 s(x, t)) h + g sqrt(-h) z`` with ``h = t_next - t < 0``.
+    """
+    sde, h = ctx.sde, t_next - t
+    g2 = sde.g2(t)
+    x_mean = x + (sde.f(t) * x - g2 * ctx.score(x, t)) * h
+    return _finish(ctx, x_mean, torch.sqrt(g2 * -h), last)
+
+
+def reverse_diffusion_step(
+    ctx: Context, x: Tensor, t: Tensor, t_next: Tensor, last: bool
+) -> tuple[Tensor, Tensor]:
+    """Reverse of the exact forward transition ``x_t = a x_next + b z`` (Song et al., App. E).
+
+    With ``a = s(t)/s(t_next)`` and ``b^2 = s(t)^2 (sigma(t)^2 - sigma(t_next)^2)`` the
+    discretised forward step is ``x_t = x_next + (a - 1) x_next + b z``, and its reverse is
+    ``x_next = x - (a - 1) x + b^2 score(x, t) + b z``: DDPM's and SMLD's discretisations for
+    VP and VE, and the matching one for every other SDE.
+    """
+    sde = ctx.sde
+    a = sde.scale(t) / sde.scale(t_next)
+    b2 = sde.scale(t) ** 2 * (sde.sigma(t) ** 2 - sde.sigma(t_next) ** 2)
+    x_mean = (2.0 - a) * x + b2 * ctx.score(x, t)
+    return _finish(ctx, x_mean, torch.sqrt(b2), last)
+
+
+def ancestral_step(
+    ctx: Context, x: Tensor, t: Tensor, t_next: Tensor, last: bool
+) -> tuple[Tensor, Tensor]:
+    """Ancestral sampling: DDPM (Ho et al. 2020, eq. 11) for VP, SMLD (Song et al., App. F) for VE.
+
+    VP: ``beta = 1 - abar_t / abar_next`` with ``abar = s^2``;
+    ``x' = (x + beta score) / sqrt(1 - beta) + sqrt(beta) z``.
+    VE: ``x' = x + (sigma_t^2 - sigma_next^2) score + sqrt(sigma_next^2 (sigma_t^2 -
+    sigma_next^2) / sigma_t^2) z``.
+    """
+    sde = ctx.sde
+    if bool(torch.all(sde.scale(t) == 1)):  # VE-like (checked by the contract)
+        s2, n2 = sde.sigma(t) ** 2, sde.sigma(t_next) ** 2
+        x_mean = x + (s2 - n2) * ctx.score(x, t)
+        return _finish(ctx, x_mean, torch.sqrt(n2 * (s2 - n2) / s2), last)
+    beta = 1.0 - (sde.scale(t) / sde.scale(t_next)) ** 2
+    x_mean = (x + beta * ctx.score(x, t)) / torch.sqrt(1.0 - beta)
+    return _finish(ctx, x_mean, torch.sqrt(beta), last)
+
+
+def _ancestral_ok(sde: object) -> bool:
+    return is_variance_preserving(sde) or is_variance_exploding(sde)  # type: ignore[arg-type]
+
+
+PREDICTORS: dict[str, Step] = {
+    "euler_maruyama": em_step,
+    "reverse_diffusion": reverse_diffusion_step,
+    "ancestral": ancestral_step,
+}
+"""Predictor steps by name (for :func:`.pc.pc`)."""
+
+ANCESTRAL_REQUIREMENT = (
+    "ancestral sampling is defined for variance-preserving (VP/DDPM: s^2 (1 + sigma^2) = 1) and "
+    "variance-exploding (VE/SMLD/EDM: s = 1) SDEs; use 'reverse_diffusion' or 'ddim' instead"
+)
+
+
+def run_predictor(ctx: Context, x: Tensor, times: Tensor, step: Step) -> Tensor:
+    """Apply ``step`` over the grid; the last step is noise-free."""
+    n = times.numel() - 1
+    for i in range(n):
+        x, x_mean = step(ctx, x, times[i], times[i + 1], i == n - 1)
+        ctx.report(i, times[i + 1], x, x_mean=x_mean)
+    return x
+
+
+@register(
+    "reverse_diffusion",
+    order=1,
+    stochastic=True,
+    description="discretisation-matched reverse diffusion predictor (any SDE)",
+)
+def reverse_diffusion(ctx: Context, x: Tensor, times: Tensor) -> Tensor:
+    """Reverse diffusion predictor over ``times`` (see :func:`reverse_diffusion_step`)."""
+    return run_predictor(ctx, x, times, reverse_diffusion_step)
+
+
+@register(
+    "ancestral",
+    order=1,
+    stochastic=True,
+    supports=_ancestral_ok,
+    requirement=ANCESTRAL_REQUIREMENT,
+    description="DDPM (VP) / SMLD (VE) ancestral sampling",
+)
+def ancestral(ctx: Context, x: Tensor, times: Tensor) -> Tensor:
+    """Ancestral sampling over ``times`` (see :func:`ancestral_step`); VP and VE only."""
+    return run_predictor(ctx, x, times, ancestral_step)
