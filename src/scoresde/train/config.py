@@ -1,0 +1,277 @@
+"""The training configuration: one dataclass, loadable from YAML, overridable from the CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .._checks import check_choice
+
+__all__ = ["TrainConfig", "SDE_NAMES", "WEIGHTINGS", "TIME_SAMPLINGS", "PRECISIONS", "OPTIMIZERS"]
+
+SDE_NAMES = ("vp", "ve", "subvp", "edm")
+WEIGHTINGS = ("auto", "sigma2", "likelihood", "none", "natural")
+TIME_SAMPLINGS = ("auto", "uniform", "edm")
+PARAMETERIZATIONS = ("auto", "score", "scaled_score", "eps", "x0", "v", "edm")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+OPTIMIZERS = ("adam", "adamw")
+MODELS = ("auto", "mlp", "unet", "unet_cifar")
+
+# Fields that define what is being trained; a resumed run must agree on all of them.
+STRUCTURAL = (
+    "data",
+    "data_kwargs",
+    "sde",
+    "sde_kwargs",
+    "model",
+    "model_kwargs",
+    "parameterization",
+    "class_conditional",
+    "weighting",
+    "time_sampling",
+    "sigma_data",
+    "batch_size",
+    "seed",
+    "eps_train",
+)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (``scoresde train`` reads the same fields).
+
+    Load from YAML with :meth:`from_yaml`, override fields with :meth:`replace` or
+    :meth:`apply_overrides`; ``to_dict``/``from_dict`` round-trip it through checkpoints.
+    """
+
+    data: str = "moons"
+    """A built-in data set name (moons, swissroll, ..., digits, fashion-mnist) or a path
+    (folder of images, ``.npy``/``.npz`` array)."""
+    out: str = "runs/train"
+    """Run folder: checkpoints, logs, sample grids."""
+    data_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Extra options for the data loader (e.g. ``n`` for toy sets, ``flip``)."""
+    sde: str = "vp"
+    """Forward SDE: ``vp``, ``ve``, ``subvp`` or ``edm``."""
+    sde_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Extra SDE parameters (e.g. ``beta_max``, ``sigma_max``)."""
+    model: str = "auto"
+    """Network: ``mlp``, ``unet`` (small U-Net), ``unet_cifar`` (the 35M DDPM++ U-Net) or
+    ``auto`` (MLP for flat data, small U-Net for images)."""
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Extra network options (widths, depth, attention resolutions, dropout, ...)."""
+    parameterization: str = "auto"
+    """Network output (see :mod:`scoresde.parameterize`): ``score``, ``scaled_score``, ``eps``,
+    ``x0``, ``v``, ``edm`` or ``auto`` (``edm`` for the EDM SDE, else ``eps``)."""
+    sigma_data: float | None = None
+    """Data standard deviation for the parameterisation (``None``: measured on the data)."""
+    class_conditional: bool = False
+    """Condition the network on the data set's labels (needs a labelled data set)."""
+    class_dropout: float = 0.1
+    """Probability of dropping the label in training (classifier-free guidance)."""
+    weighting: str = "auto"
+    """Loss weighting: ``sigma2`` (std^2), ``likelihood`` (g^2), ``none``, ``natural`` (the
+    parameterisation's own MSE; EDM's loss for ``edm``) or ``auto`` (``natural`` for the ``edm``
+    parameterisation, else ``sigma2``)."""
+    time_sampling: str = "auto"
+    """Training times: ``uniform`` in ``[eps_train, T]``, ``edm`` (log-normal noise levels) or
+    ``auto`` (``edm`` for the EDM SDE, else ``uniform``)."""
+    eps_train: float = 1e-5
+    """Smallest training time ``t ~ U(eps_train, T)``."""
+    steps: int = 10000
+    """Number of optimizer steps."""
+    batch_size: int = 128
+    """Global batch size (split evenly over DDP ranks)."""
+    optimizer: str = "adam"
+    """``adam`` or ``adamw``."""
+    lr: float = 2e-4
+    """Peak learning rate."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """Adam betas."""
+    weight_decay: float = 0.0
+    """Weight decay (decoupled for ``adamw``)."""
+    warmup_steps: int = 0
+    """Linear learning-rate warm-up over this many steps."""
+    grad_clip: float | None = 1.0
+    """Clip the global gradient norm to this value (``None``: no clipping)."""
+    ema_decay: float = 0.999
+    """EMA decay of the sampling weights."""
+    ema_warmup: bool = True
+    """Use ``min(ema_decay, (1 + n) / (10 + n))`` at step ``n`` (the EMA starts fast)."""
+    precision: str = "auto"
+    """Autocast: ``fp32``, ``bf16``, ``fp16`` or ``auto`` (bf16 on CUDA when supported, else
+    fp32). Mixed precision is used on CUDA only; on CPU it falls back to fp32."""
+    compile: bool = False
+    """Wrap the network in ``torch.compile``."""
+    channels_last: bool = False
+    """Use the channels-last memory format for image networks."""
+    device: str = "auto"
+    """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:K``."""
+    seed: int = 0
+    """Seed of the data order, the loss noise and the initial weights."""
+    deterministic: bool = False
+    """Call ``torch.use_deterministic_algorithms(True)`` (bit-reproducible, slower on GPU)."""
+    num_workers: int = 0
+    """DataLoader workers for data sets that are not in-memory tensors."""
+    ckpt_every: int = 1000
+    """Write a checkpoint every this many steps (and at the end)."""
+    keep_last: int = 3
+    """Keep the newest this many checkpoints."""
+    log_every: int = 50
+    """Log loss, learning rate and gradient norm every this many steps."""
+    sample_every: int = 0
+    """Write a sample grid from the EMA weights every this many steps (0: only at the end)."""
+    sample_n: int = 64
+    """Number of samples in each grid."""
+    sample_steps: int = 250
+    """Sampler steps for the grids."""
+    sampler: str = "euler_maruyama"
+    """Sampler for the grids."""
+    progress: bool = True
+    """Show a progress bar."""
+    tensorboard: bool = True
+    """Write TensorBoard scalars to ``<out>/tb``."""
+
+    # -------------------------------------------------------------------------------------------
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> TrainConfig:
+        """Check every field; raise ``ValueError`` naming the field and the allowed values."""
+        check_choice("sde", self.sde, SDE_NAMES)
+        check_choice("weighting", self.weighting, WEIGHTINGS)
+        check_choice("time_sampling", self.time_sampling, TIME_SAMPLINGS)
+        check_choice("parameterization", self.parameterization, PARAMETERIZATIONS)
+        if self.sigma_data is not None and not self.sigma_data > 0:
+            raise ValueError(f"sigma_data must be > 0 or null, got {self.sigma_data}")
+        check_choice("precision", self.precision, PRECISIONS)
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("model", self.model, MODELS)
+        if isinstance(self.betas, list):
+            self.betas = (float(self.betas[0]), float(self.betas[1]))
+        for name in (
+            "steps",
+            "batch_size",
+            "ckpt_every",
+            "keep_last",
+            "log_every",
+            "sample_n",
+            "sample_steps",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("warmup_steps", "sample_every", "num_workers", "seed"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"grad_clip must be > 0 or null, got {self.grad_clip}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
+        if not 0.0 <= self.class_dropout < 1.0:
+            raise ValueError(f"class_dropout must lie in [0, 1), got {self.class_dropout}")
+        if not 0.0 <= self.eps_train < 1.0:
+            raise ValueError(f"eps_train must lie in [0, 1), got {self.eps_train}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not all(0.0 <= b < 1.0 for b in self.betas) or len(self.betas) != 2:
+            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
+        for name in ("data_kwargs", "sde_kwargs", "model_kwargs"):
+            if not isinstance(getattr(self, name), dict):
+                raise TypeError(f"{name} must be a mapping, got {getattr(self, name)!r}")
+        return self
+
+    # -------------------------------------------------------------------------------------------
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        """Names of all configuration fields."""
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        """Build a config from a mapping; unknown keys raise ``ValueError`` with a suggestion."""
+        if not isinstance(values, dict):
+            raise TypeError(f"a training config must be a mapping, got {type(values).__name__}")
+        known = cls.field_names()
+        for key in values:
+            if key not in known:
+                close = difflib.get_close_matches(str(key), known, n=1)
+                hint = f" Did you mean {close[0]!r}?" if close else ""
+                raise ValueError(f"unknown training config key {key!r}.{hint}")
+        return cls(**values)
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike[str], **overrides: Any) -> TrainConfig:
+        """Load a YAML mapping of config fields, then apply ``overrides`` (e.g. from the CLI)."""
+        p = Path(path)
+        if not p.is_file():
+            raise ValueError(f"config file {str(p)!r} does not exist")
+        try:
+            values = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ValueError(f"config file {str(p)!r} is not valid YAML: {err}") from err
+        if not isinstance(values, dict):
+            raise ValueError(f"config file {str(p)!r} must hold a mapping of config fields")
+        values.update(overrides)
+        return cls.from_dict(values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON/YAML-serialisable copy of the fields."""
+        d = dataclasses.asdict(self)
+        d["betas"] = list(self.betas)
+        return d
+
+    def to_yaml(self) -> str:
+        """The config as YAML text."""
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with some fields changed (validated)."""
+        return TrainConfig.from_dict({**self.to_dict(), **changes})
+
+    def apply_overrides(self, items: list[str]) -> TrainConfig:
+        """Apply ``KEY=VALUE`` strings (VALUE parsed as YAML; ``a.b=v`` sets a dict entry)."""
+        values = self.to_dict()
+        for item in items:
+            key, sep, raw = item.partition("=")
+            if not sep or not key:
+                raise ValueError(f"override {item!r} must look like KEY=VALUE")
+            try:
+                value = yaml.safe_load(raw)
+            except yaml.YAMLError as err:
+                raise ValueError(f"override {item!r}: value is not valid YAML: {err}") from err
+            head, _, sub = key.partition(".")
+            if sub:
+                if not isinstance(values.get(head), dict):
+                    raise ValueError(f"override {item!r}: {head!r} is not a mapping field")
+                values[head] = {**values[head], sub: value}
+            else:
+                values[key] = value
+        return TrainConfig.from_dict(values)
+
+    def resolved(self) -> TrainConfig:
+        """A copy with every ``auto`` choice that depends only on the config made explicit."""
+        param = self.parameterization
+        if param == "auto":
+            param = "edm" if self.sde == "edm" else "eps"
+        weighting = self.weighting
+        if weighting == "auto":
+            weighting = "natural" if param == "edm" else "sigma2"
+        times = self.time_sampling
+        if times == "auto":
+            times = "edm" if self.sde == "edm" else "uniform"
+        return self.replace(parameterization=param, weighting=weighting, time_sampling=times)
+
+    def structural_diff(self, other: TrainConfig) -> list[str]:
+        """Fields (of those that define the run) on which ``self`` and ``other`` differ."""
+        a, b = self.to_dict(), other.to_dict()
+        return [k for k in STRUCTURAL if a[k] != b[k]]

@@ -1,0 +1,592 @@
+"""The training loop: DSM steps with EMA, warm-up, clipping, mixed precision, DDP, checkpoints.
+
+One step (Song et al. 2021, eq. 7; EMA as in their Appendix):
+
+1. the global batch of step ``n`` is the ``n``-th batch of a seeded permutation of the data
+   (``DistributedSampler``; rank ``r`` of ``W`` holds global positions ``r, r + W, ...``);
+2. the training times and noise of the *global* batch are drawn from a generator seeded with
+   ``(seed, n)`` and each rank takes its positions, so the run does not depend on the number of
+   processes (up to the order of floating-point sums);
+3. loss = :meth:`ScoreModel.loss` (denoising score matching with the configured weighting);
+   backward (DDP averages gradients), clip the global norm, Adam(W) step with linear warm-up;
+4. EMA update; the EMA weights are the ones saved for sampling.
+
+Because the data order and the loss noise are functions of ``(seed, step)``, and the optimizer,
+EMA and per-rank RNG states are checkpointed, a resumed run continues bit-identically (CPU,
+deterministic algorithms).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import random
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.utils.data import DistributedSampler
+
+from ..checkpoint import (
+    CheckpointError,
+    atomic_write_text,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from ..data import ArrayDataset
+from ..parameterize import ScoreModel, sample_training_times
+from .build import (
+    as_dataset,
+    build_net,
+    build_score_model,
+    build_sde,
+    load_train_data,
+    to_data_space,
+)
+from .config import TrainConfig
+from .distributed import DistInfo, cleanup_distributed, setup_distributed
+from .ema import EMA
+from .logs import TrainLogger
+
+__all__ = ["Trainer", "TrainResult", "TrainingDiverged", "train"]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; training stopped and the last good checkpoint stays."""
+
+    def __init__(self, message: str, step: int, checkpoint: Path | None) -> None:
+        super().__init__(message)
+        self.step = step
+        """The step at which the non-finite loss was detected."""
+        self.checkpoint = checkpoint
+        """The last good checkpoint (``None`` if none was written)."""
+
+
+@dataclass
+class TrainResult:
+    """What a finished :meth:`Trainer.fit` returns."""
+
+    out: Path
+    """The run folder."""
+    step: int
+    """Optimizer steps taken in total (including those before a resume)."""
+    loss: float
+    """Mean loss over the last logging window."""
+    checkpoint: Path | None
+    """The final checkpoint directory."""
+    seconds: float
+    """Wall time of this call."""
+    history: list[tuple[int, float]] = field(default_factory=list)
+    """``(step, mean loss)`` at each logging point of this call."""
+    samples: Path | None = None
+    """The last sample plot written, if any."""
+
+
+def _seed_mix(seed: int, step: int) -> int:
+    """A 63-bit seed for the loss noise of ``step`` (distinct for every (seed, step) pair)."""
+    return (seed * 1_000_003 + step * 7_919 + 12_345) % (2**63 - 1)
+
+
+def _rank_seed(seed: int, rank: int) -> int:
+    """The seed of rank ``rank``'s own RNG (dropout, label dropout, augmentation)."""
+    return seed * 1_000_003 + 104_729 * (rank + 1)
+
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    np_state: Any = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": list(random.getstate()[1]),
+        "python_version": random.getstate()[0],
+        "numpy": torch.from_numpy(np.asarray(np_state[1], dtype=np.int64)),
+        "numpy_pos": int(np_state[2]),
+    }
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate((state["python_version"], tuple(state["python"]), None))
+    np.random.set_state(
+        ("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0)
+    )
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _seed_all(seed: int) -> None:
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def _autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or ``None`` for fp32 (mixed precision is CUDA-only here)."""
+    if device.type != "cuda":
+        return None
+    if precision == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+class Trainer:
+    """Train a score model on a data set with the settings of a :class:`TrainConfig`.
+
+    Args:
+        config: the run's settings (``config.out`` is the run folder).
+        data: the training set (a tensor ``(N, ...)``, an ``(x, labels)`` pair or a
+            :class:`TrainData`); ``None`` loads ``config.data`` with :mod:`scoresde.data`.
+        resume: continue from the newest checkpoint in ``<out>/checkpoints`` (its config must
+            agree with ``config`` on every field that defines the run; ``steps`` may grow).
+
+    Run under ``torchrun`` to train with DistributedDataParallel; rank 0 logs and checkpoints.
+    """
+
+    def __init__(self, config: TrainConfig, data: Any = None, *, resume: bool = False) -> None:
+        self.cfg = config.resolved()
+        cfg = self.cfg
+        if cfg.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True)
+        self.dist: DistInfo = setup_distributed(cfg.device)
+        self.device = self.dist.device
+        self.out = Path(cfg.out)
+        self.ckpt_dir = self.out / "checkpoints"
+        ckpt = self._find_resume(resume)
+
+        self.data = self._load_data(data)
+        if cfg.batch_size % self.dist.world_size:
+            raise ValueError(
+                f"batch_size {cfg.batch_size} must be divisible by the number of "
+                f"processes {self.dist.world_size}"
+            )
+        self.local_batch = cfg.batch_size // self.dist.world_size
+        self.batches_per_epoch = (len(self.data) // self.dist.world_size) // self.local_batch
+        if self.batches_per_epoch < 1:
+            raise ValueError(
+                f"batch_size {cfg.batch_size} is larger than the data set "
+                f"({len(self.data)} samples); lower --batch-size"
+            )
+        self.info = self.data.info
+        self.sigma_data = float(cfg.sigma_data or self.info.sigma_data)
+        if ckpt is not None:
+            self.sigma_data = float(ckpt.config["data"]["sigma_data"])
+
+        self.sde = build_sde(cfg)
+        _seed_all(cfg.seed)  # identical initial weights on every rank
+        net = build_net(
+            cfg,
+            self.info.shape,
+            is_image=self.info.is_image,
+            num_classes=self.info.num_classes,
+        ).to(self.device)
+        if cfg.channels_last and self.info.is_image:
+            net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.net = net
+        self.ema = EMA(net, cfg.ema_decay, cfg.ema_warmup)
+        self.model = build_score_model(cfg, self._wrap(net), self.sde, self.sigma_data)
+        self.optimizer = self._make_optimizer(net)
+        self.amp_dtype = _autocast_dtype(cfg.precision, self.device)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        self.step = 0
+        self._gen = torch.Generator(device=self.device)
+        self._aug_gen = torch.Generator(device=self.device)
+        self._aug_gen.manual_seed(_rank_seed(cfg.seed, self.dist.rank) + 1)
+        _seed_all(_rank_seed(cfg.seed, self.dist.rank))
+        self.data = self.data.to(self.device)
+        self.sampler: DistributedSampler[int] = DistributedSampler(
+            range(len(self.data)),  # type: ignore[arg-type]  # (only its len() is used)
+            num_replicas=self.dist.world_size,
+            rank=self.dist.rank,
+            shuffle=True,
+            seed=cfg.seed,
+            drop_last=True,
+        )
+        if ckpt is not None:
+            self._restore(ckpt)
+
+    # -------------------------------------------------------------------------------------------
+    # construction helpers
+    def _find_resume(self, resume: bool) -> Any:
+        last = latest_checkpoint(self.ckpt_dir)
+        if not resume:
+            if last is not None:
+                raise ValueError(
+                    f"{str(self.out)!r} already holds checkpoints; pass --resume "
+                    f"to continue that run or choose a new --out folder"
+                )
+            return None
+        if last is None:
+            raise ValueError(
+                f"nothing to resume: no checkpoint in {str(self.ckpt_dir)!r}; "
+                f"drop --resume to start a new run"
+            )
+        ckpt = load_checkpoint(last)
+        saved = TrainConfig.from_dict(ckpt.config["train"])
+        diff = saved.structural_diff(self.cfg)
+        if diff:
+            detail = ", ".join(
+                f"{k}: {getattr(saved, k)!r} -> {getattr(self.cfg, k)!r}" for k in diff
+            )
+            raise ValueError(
+                f"cannot resume {str(last)!r} with a different run definition "
+                f"({detail}); use the original settings or a new --out"
+            )
+        return ckpt
+
+    def _load_data(self, data: Any) -> ArrayDataset:
+        if data is not None:
+            return as_dataset(data)
+        return load_train_data(self.cfg)
+
+    def _wrap(self, net: nn.Module) -> nn.Module:
+        wrapped: nn.Module = net
+        if self.dist.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            wrapped = nn.parallel.DistributedDataParallel(net, device_ids=ids)
+        if self.cfg.compile:
+            wrapped = torch.compile(wrapped)  # type: ignore[assignment]
+        return wrapped
+
+    def _make_optimizer(self, net: nn.Module) -> torch.optim.Optimizer:
+        cfg = self.cfg
+        opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+        extra = {"fused": True} if self.device.type == "cuda" else {}
+        return opt_cls(
+            net.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, **extra
+        )
+
+    # -------------------------------------------------------------------------------------------
+    # checkpoints
+    def _meta(self) -> dict[str, Any]:
+        from .. import __version__
+        from ..nets import net_spec
+
+        name, net_config = net_spec(self.net)
+        info = dataclasses.asdict(self.info)
+        return {
+            "train": self.cfg.to_dict(),
+            "data": {**info, "sigma_data": self.sigma_data, "data_sigma": self.info.sigma_data},
+            "net": {"name": name, "config": net_config},
+            "scoresde_version": __version__,
+        }
+
+    def _gather_rng(self) -> list[dict[str, Any]]:
+        mine = _rng_state(self.device)
+        mine["aug"] = self._aug_gen.get_state()
+        if not self.dist.distributed:
+            return [mine]
+        cpu_mine = {k: (v.cpu() if isinstance(v, Tensor) else v) for k, v in mine.items()}
+        everyone: list[Any] = [None] * self.dist.world_size
+        dist.all_gather_object(everyone, cpu_mine)
+        return everyone
+
+    def save(self) -> Path | None:
+        """Write a checkpoint of the current step (rank 0 writes; all ranks must call)."""
+        rng = self._gather_rng()
+        path = None
+        if self.dist.is_main:
+            state = {
+                "step": self.step,
+                "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler is not None else {},
+                "ema_updates": self.ema.num_updates,
+                "rng": rng,
+                "world_size": self.dist.world_size,
+                "data_order": {
+                    "epoch": self.step // self.batches_per_epoch,
+                    "batch": self.step % self.batches_per_epoch,
+                    "dataset_size": len(self.data),
+                    "batch_size": self.cfg.batch_size,
+                },
+            }
+            path = save_checkpoint(
+                self.ckpt_dir,
+                self.step,
+                model=self.net.state_dict(),
+                ema=self.ema.state_dict(),
+                state=state,
+                config=self._meta(),
+                keep_last=self.cfg.keep_last,
+            )
+        if self.dist.distributed:
+            dist.barrier()
+        return path
+
+    def _restore(self, ckpt: Any) -> None:
+        state = ckpt.state
+        order = state["data_order"]
+        if order["dataset_size"] != len(self.data):
+            raise CheckpointError(
+                f"checkpoint {str(ckpt.path)!r} was trained on {order['dataset_size']} samples "
+                f"but the data now has {len(self.data)}; resume with the same data"
+            )
+        self.net.load_state_dict(ckpt.model)
+        self.ema.load_state_dict(ckpt.ema, state["ema_updates"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scaler is not None and state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])
+        self.step = int(state["step"])
+        rng = state["rng"]
+        if state["world_size"] == self.dist.world_size:
+            mine = rng[self.dist.rank]
+            _set_rng_state(mine, self.device)
+            self._aug_gen.set_state(mine["aug"])
+        else:  # different process count: a fresh, deterministic per-rank stream
+            _seed_all(_rank_seed(self.cfg.seed, self.dist.rank) + self.step)
+            self._aug_gen.manual_seed(_rank_seed(self.cfg.seed, self.dist.rank) + self.step)
+        self.resumed_from = ckpt.path
+
+    # -------------------------------------------------------------------------------------------
+    # one step
+    def _batches(self) -> Iterator[Tensor]:
+        """Local index batches from step ``self.step`` on (the data order is stateless)."""
+        bpe, lb = self.batches_per_epoch, self.local_batch
+        epoch, skip = divmod(self.step, bpe)
+        while True:
+            self.sampler.set_epoch(epoch)
+            order = torch.tensor(list(iter(self.sampler)), dtype=torch.long)
+            order = order[: bpe * lb].view(bpe, lb).to(self.device)
+            for i in range(skip, bpe):
+                yield order[i]
+            epoch, skip = epoch + 1, 0
+
+    def _times_and_noise(self, step: int) -> tuple[Tensor, Tensor]:
+        """Training times and noise of this rank's share of the global batch of ``step``."""
+        cfg, info = self.cfg, self.dist
+        self._gen.manual_seed(_seed_mix(cfg.seed, step))
+        dtype = torch.float32
+        t = sample_training_times(
+            self.sde,
+            cfg.batch_size,
+            method=cfg.time_sampling,  # type: ignore[arg-type]
+            eps=cfg.eps_train,
+            generator=self._gen,
+            device=self.device,
+            dtype=dtype,
+        )
+        z = torch.randn(
+            (cfg.batch_size, *self.info.shape),
+            generator=self._gen,
+            device=self.device,
+            dtype=dtype,
+        )
+        if info.world_size > 1:
+            t, z = t[info.rank :: info.world_size], z[info.rank :: info.world_size]
+        return t, z
+
+    def _lr(self, step: int) -> float:
+        w = self.cfg.warmup_steps
+        return self.cfg.lr * min(1.0, (step + 1) / w) if w else self.cfg.lr
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def train_step(self, idx: Tensor) -> tuple[Tensor, Tensor | None]:
+        """One optimizer step on the local batch ``data[idx]``; returns (loss, grad norm)."""
+        cfg, step = self.cfg, self.step
+        x0, y = self.data.get_batch(idx, self._aug_gen)
+        if not cfg.class_conditional:
+            y = None
+        if cfg.channels_last and x0.dim() == 4:
+            x0 = x0.contiguous(memory_format=torch.channels_last)
+        t, z = self._times_and_noise(step)
+        lr = self._lr(step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        with self._autocast():
+            loss = self.model.loss(
+                x0,
+                y=y,
+                weighting=cfg.weighting,  # type: ignore[arg-type]
+                t=t,
+                noise=z,
+            )
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            loss.backward()
+        norm = None
+        if cfg.grad_clip is not None:
+            norm = nn.utils.clip_grad_norm_(self.net.parameters(), cfg.grad_clip, foreach=True)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.ema.update(self.net)
+        self.step += 1
+        return loss.detach(), norm
+
+    # -------------------------------------------------------------------------------------------
+    def _reduce_mean(self, value: Tensor) -> float:
+        if self.dist.distributed:
+            value = value.clone()
+            dist.all_reduce(value)
+            value = value / self.dist.world_size
+        return float(value)
+
+    def _diverged(self, first: int, last: int, logger: TrainLogger) -> TrainingDiverged:
+        good = latest_checkpoint(self.ckpt_dir)
+        where = f"at step {last}" if first == last else f"between steps {first} and {last}"
+        keep = (
+            f"the last good checkpoint {str(good)!r} is kept"
+            if good is not None
+            else "no checkpoint had been written yet"
+        )
+        msg = (
+            f"training stopped: the loss became NaN or infinite {where}; {keep}. "
+            f"Lower the learning rate (lr={self.cfg.lr}), keep gradient clipping on, or check "
+            f"the data for extreme values."
+        )
+        logger.message(msg)
+        return TrainingDiverged(msg, last, good)
+
+    def fit(self) -> TrainResult:
+        """Train until ``config.steps``; checkpoint, log and sample on the way.
+
+        Raises:
+            TrainingDiverged: the loss became non-finite (nothing is saved after that).
+        """
+        cfg, info = self.cfg, self.dist
+        start_time = time.perf_counter()
+        if info.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.out / "config.yaml", cfg.to_yaml())
+        logger = TrainLogger(
+            self.out,
+            start=self.step,
+            total=cfg.steps,
+            tensorboard=cfg.tensorboard,
+            progress=cfg.progress,
+            enabled=info.is_main,
+        )
+        if info.is_main:
+            logger.message(self.describe())
+        sync_every = 1 if (not info.distributed and self.device.type == "cpu") else cfg.log_every
+        history: list[tuple[int, float]] = []
+        last_ckpt: Path | None = None
+        samples: Path | None = None
+        window = torch.zeros((), device=self.device, dtype=torch.float64)
+        window_n, window_start, since = 0, self.step, time.perf_counter()
+        last_loss = math.nan
+        batches = self._batches()
+        try:
+            while self.step < cfg.steps:
+                loss, norm = self.train_step(next(batches))
+                window += loss
+                window_n += 1
+                logger.advance()
+                step = self.step
+                due_log = step % cfg.log_every == 0 or step == cfg.steps
+                due_ckpt = step % cfg.ckpt_every == 0 or step == cfg.steps
+                if due_log or due_ckpt or window_n % sync_every == 0:
+                    mean = self._reduce_mean(window / window_n)
+                    if not math.isfinite(mean):
+                        raise self._diverged(window_start + 1, step, logger)
+                    if due_log:
+                        now = time.perf_counter()
+                        row = {
+                            "step": step,
+                            "loss": mean,
+                            "lr": self._lr(step - 1),
+                            "grad_norm": float(norm) if norm is not None else math.nan,
+                            "it_per_s": window_n / max(now - since, 1e-9),
+                            "seconds": now - start_time,
+                        }
+                        logger.log(row)
+                        history.append((step, mean))
+                        last_loss = mean
+                        window.zero_()
+                        window_n, window_start, since = 0, step, now
+                if due_ckpt:
+                    last_ckpt = self.save() or last_ckpt
+                if info.is_main and (
+                    (cfg.sample_every and step % cfg.sample_every == 0) or step == cfg.steps
+                ):
+                    samples = self.write_samples(step)
+        finally:
+            logger.close()
+            if self.dist.distributed:
+                cleanup_distributed()
+        return TrainResult(
+            out=self.out,
+            step=self.step,
+            loss=last_loss,
+            checkpoint=last_ckpt,
+            seconds=time.perf_counter() - start_time,
+            history=history,
+            samples=samples,
+        )
+
+    # -------------------------------------------------------------------------------------------
+    def describe(self) -> str:
+        """A one-line summary of the run."""
+        n_params = sum(p.numel() for p in self.net.parameters())
+        resumed = f", resumed at step {self.step}" if self.step else ""
+        return (
+            f"scoresde train: {type(self.net).__name__} ({n_params / 1e6:.2f}M params) on "
+            f"{self.info.name} ({len(self.data)} x {tuple(self.info.shape)}), "
+            f"{type(self.sde).__name__}, {self.cfg.parameterization} parameterisation, "
+            f"{self.cfg.weighting} weighting, batch {self.cfg.batch_size} x "
+            f"{self.cfg.steps} steps on {self.device}"
+            f"{f' x {self.dist.world_size} processes' if self.dist.distributed else ''}"
+            f"{resumed}"
+        )
+
+    def ema_score_model(self) -> ScoreModel:
+        """The EMA network wrapped as the score (what sampling uses)."""
+        return build_score_model(self.cfg, self.ema.module, self.sde, self.sigma_data)
+
+    def write_samples(self, step: int) -> Path | None:
+        """Sample ``sample_n`` points/images from the EMA weights and write a plot."""
+        from .. import plots
+        from ..sampling import sample
+
+        cfg = self.cfg
+        gen = torch.Generator(device=self.device).manual_seed(cfg.seed + 2024)
+        score = self.ema_score_model().score_fn()
+        x = sample(
+            score,
+            self.sde,
+            (cfg.sample_n, *self.info.shape),
+            sampler=cfg.sampler,
+            steps=cfg.sample_steps,
+            generator=gen,
+            device=self.device,
+            dtype=torch.float32,
+        )
+        info = dataclasses.asdict(self.info)
+        x = to_data_space(x, info).cpu()
+        path = self.out / "samples" / f"step_{step:08d}.png"
+        ref = to_data_space(self.data.tensors()[: cfg.sample_n], info).cpu()
+        try:
+            if self.info.is_image:
+                plots.image_grid(x, path, title=f"samples, step {step}")
+            else:
+                plots.scatter_compare(ref, x, path, titles=("data", f"samples, step {step}"))
+        except Exception as err:  # a plot must never kill a training run
+            print(f"warning: could not write {path}: {err}", file=sys.stderr)
+            return None
+        return path
+
+
+def train(config: TrainConfig, data: Any = None, *, resume: bool = False) -> TrainResult:
+    """Build a :class:`Trainer` and run it (see there for the arguments)."""
+    return Trainer(config, data, resume=resume).fit()
