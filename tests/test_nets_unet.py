@@ -148,3 +148,31 @@ def test_factory() -> None:
         net_for_data((1, 8, 8), "unte")
     with pytest.raises(TypeError, match="not a scoresde network"):
         net_spec(torch.nn.Linear(2, 2))
+
+
+def test_attention_placed_at_the_same_sizes_down_and_up() -> None:
+    with torch.device("meta"):
+        net = UNet(
+            1,
+            channels=8,
+            channel_mult=(1, 1, 1),
+            num_res_blocks=1,
+            attn_resolutions=(7,),
+            resolution=13,
+        )  # 13 -> 7 -> 4
+    down = [m.attn is not None for m in net.down if hasattr(m, "attn")]
+    up = [m.attn is not None for m in net.up if hasattr(m, "attn")]
+    assert down == [False, True, False]
+    assert up == [False, False, True, True, False, False]  # 4, 4, 7, 7, 13, 13
+    x = torch.randn(2, 1, 13, 13)
+    assert (
+        UNet(
+            1,
+            channels=8,
+            channel_mult=(1, 1, 1),
+            num_res_blocks=1,
+            attn_resolutions=(7,),
+            resolution=13,
+        )(x, torch.zeros(2)).shape
+        == x.shape
+    )

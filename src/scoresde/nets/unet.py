@@ -199,7 +199,9 @@ class UNet(nn.Module):
         self.conv_in = nn.Conv2d(in_channels, channels, 3, padding=1)
         self.down = nn.ModuleList()
         skips, cur, res = [channels], channels, int(resolution)
+        level_res = []  # spatial size of each level (ceil halving, as the strided convolution)
         for i, m in enumerate(mults):
+            level_res.append(res)
             for _ in range(num_res_blocks):
                 self.down.append(stage(cur, channels * m, res))
                 cur = channels * m
@@ -217,11 +219,10 @@ class UNet(nn.Module):
         self.up = nn.ModuleList()
         for i, m in reversed(list(enumerate(mults))):
             for _ in range(num_res_blocks + 1):
-                self.up.append(stage(cur + skips.pop(), channels * m, res))
+                self.up.append(stage(cur + skips.pop(), channels * m, level_res[i]))
                 cur = channels * m
             if i > 0:
                 self.up.append(_Up(cur))
-                res = res * 2
         self.norm_out = nn.GroupNorm(_groups(cur), cur)
         self.conv_out = _zero(nn.Conv2d(cur, out_channels, 3, padding=1))
 
