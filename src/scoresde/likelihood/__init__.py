@@ -1,0 +1,18 @@
+"""Exact likelihood through the probability-flow ODE: log-density, bits/dim, encode, decode.
+
+Modules: :mod:`.rk` (embedded Runge–Kutta pairs with per-sample error control),
+:mod:`.divergence` (exact or Hutchinson trace), :mod:`.flow` (the PF ODE in a chosen integration
+variable), :mod:`.api` (the public functions) and :mod:`.bpd` (bits/dim and dequantisation).
+"""
+
+from .api import LikelihoodResult, decode, encode, log_likelihood
+from .bpd import bits_per_dim, dequantize
+
+__all__ = [
+    "LikelihoodResult",
+    "log_likelihood",
+    "encode",
+    "decode",
+    "bits_per_dim",
+    "dequantize",
+]

@@ -1,0 +1,92 @@
+"""The score and the trace of its Jacobian in one evaluation: exact, or Hutchinson's estimate.
+
+Hutchinson (1989): for a probe ``v`` with ``E[v v^T] = I`` (Rademacher or standard normal),
+``tr J = E[v^T J v]``. One vector-Jacobian product ``v^T J`` after the forward pass gives the
+estimate, so an evaluation costs one forward plus one VJP; ``P`` probes cost one forward plus one
+batched VJP of width ``P``. The exact trace uses the ``d`` unit vectors as probes (small ``d``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from ..sde import ScoreFn
+
+__all__ = ["score_and_trace", "draw_probes"]
+
+_EXACT_CHUNK = 256
+
+
+def draw_probes(
+    kind: str,
+    batch: int,
+    dim: int,
+    probes: int,
+    generator: torch.Generator | None,
+    like: Tensor,
+) -> Tensor:
+    """Draw ``(probes, batch, dim)`` probes (one fixed set per solve) on ``like``'s device/dtype.
+
+    Rademacher probes are ``±1`` with equal probability; Gaussian probes are standard normal.
+    Drawn on the generator's device and moved, so a seed gives the same probes everywhere.
+    """
+    device = generator.device if generator is not None else like.device
+    shape = (probes, batch, dim)
+    if kind == "rademacher":
+        v = torch.randint(0, 2, shape, generator=generator, device=device).mul_(2).sub_(1)
+    else:
+        v = torch.randn(shape, generator=generator, device=device, dtype=torch.float64)
+    return v.to(device=like.device, dtype=like.dtype)
+
+
+def _vjp_rows(out: Tensor, x: Tensor, vs: Tensor) -> Tensor:
+    """``v^T J`` for each of the leading ``P`` rows of ``vs`` (shape ``(P, *x.shape)``)."""
+    if vs.shape[0] == 1:
+        (g,) = torch.autograd.grad(out, x, vs[0], retain_graph=True)
+        return g[None]
+    try:
+        (g,) = torch.autograd.grad(out, x, vs, retain_graph=True, is_grads_batched=True)
+    except RuntimeError:  # score_fn not vmap-able: one VJP per probe
+        g = torch.stack([torch.autograd.grad(out, x, v, retain_graph=True)[0] for v in vs])
+    return g
+
+
+def score_and_trace(
+    score_fn: ScoreFn, x: Tensor, t: Tensor, probes: Tensor | None
+) -> tuple[Tensor, Tensor]:
+    """Return ``score_fn(x, t)`` (detached) and ``tr(d score / dx)`` per sample, ``(B,)``.
+
+    ``probes`` is ``(P, B, d)`` for Hutchinson's estimate averaged over ``P`` probes, or ``None``
+    for the exact trace (``d`` VJPs batched in chunks of 256).
+    """
+    batch = x.shape[0]
+    dim = math.prod(x.shape[1:])
+    with torch.enable_grad():
+        xg = x.detach().requires_grad_(True)
+        out = score_fn(xg, t)
+        if not isinstance(out, Tensor) or out.shape != x.shape:
+            got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+            raise ValueError(
+                f"score_fn must return a tensor shaped like x {tuple(x.shape)}, got {got}"
+            )
+        if not out.requires_grad:
+            raise ValueError(
+                "score_fn's output does not depend differentiably on x, so its divergence "
+                "cannot be computed; do not wrap score_fn in torch.no_grad()"
+            )
+        if probes is not None:
+            vs = probes.reshape(probes.shape[0], *x.shape)
+            g = _vjp_rows(out, xg, vs)
+            tr = (g * vs).reshape(probes.shape[0], batch, dim).sum(-1).mean(0)
+        else:
+            tr = x.new_zeros(batch)
+            eye = torch.eye(dim, device=x.device, dtype=x.dtype)
+            for start in range(0, dim, _EXACT_CHUNK):
+                basis = eye[start : start + _EXACT_CHUNK]
+                vs = basis[:, None, :].expand(-1, batch, -1).reshape(-1, *x.shape)
+                g = _vjp_rows(out, xg, vs).reshape(basis.shape[0], batch, dim)
+                tr = tr + g[:, :, start : start + basis.shape[0]].diagonal(dim1=0, dim2=2).sum(-1)
+    return out.detach(), tr.detach()

@@ -1,0 +1,176 @@
+"""The probability-flow ODE in a chosen integration variable and state, with its divergence.
+
+Seed 004: with ``x = s(t) y`` the PF ODE ``dx/dt = f x - g^2 score / 2`` becomes
+``dy/dt = -s(t) sigma'(t) sigma(t) score(s y, t)``, free of the linear drift. For any monotone
+reparameterisation ``u`` of the noise level (``t``, ``sigma``, ``log sigma`` or the log-SNR
+``lambda = -2 log sigma``)::
+
+    dy/du = -r(u) score(s y, t(u)),      r = s sigma (d sigma / du).
+
+The solver's state is ``w = y / k(t)`` for a chosen normaliser ``k``: ``"x"`` (``k = 1/s``, the
+data itself, the reference formulation), ``"y"`` (``k = 1``) or ``"w"`` (``k = sqrt(1 + sigma^2)``,
+so ``w`` stays O(1) at every noise level: for data ``N(0, c^2)`` it moves between the plateaus
+``c`` and ``1`` instead of growing like ``sigma``; for VP it is exactly ``x``)::
+
+    dw/du = -(r / k) score - w (d log k / du).
+
+The linear term's divergence ``-d (d log k / du)`` integrates in closed form and cancels against
+the Jacobian of ``x = s k w``, so whatever the state, the instantaneous change of variables
+(Chen et al. 2018; seed 002) gives, with ``A = int_{u(eps)}^{u(T)} -r s tr(d score/dx) du``::
+
+    log p_eps(x) = log p_T(x_T) + A + d (log s(T) - log s(eps)).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .._checks import check_choice
+from ..sde import SDE, ScoreFn
+from .divergence import score_and_trace
+
+__all__ = ["VARIABLES", "STATES", "ProbabilityFlow"]
+
+VARIABLES = ("t", "sigma", "log_sigma", "log_snr")
+"""Integration variables of the PF ODE."""
+STATES = ("x", "y", "w")
+"""Solver states: the data ``x``, ``y = x / s`` or ``w = y / sqrt(1 + sigma^2)``."""
+
+
+@dataclass
+class ProbabilityFlow:
+    """The PF ODE of ``sde`` driven by ``score_fn`` in ``variable`` with solver state ``state``.
+
+    The solver state is ``(B, d)``, or ``(B, d + 1)`` with the running log-density term ``A``
+    in the last column (:meth:`drift_and_divergence`).
+    """
+
+    score_fn: ScoreFn
+    sde: SDE
+    event_shape: tuple[int, ...]
+    variable: str = "log_sigma"
+    state: str = "w"
+
+    def __post_init__(self) -> None:
+        check_choice("variable", self.variable, VARIABLES)
+        check_choice("state", self.state, STATES)
+
+    @property
+    def dim(self) -> int:
+        """Dimension ``d`` of one sample."""
+        return math.prod(self.event_shape)
+
+    # ------------------------------------------------------------------------------------------
+    # time <-> integration variable
+    def u_of_t(self, t: Tensor) -> Tensor:
+        """The integration variable at time ``t``."""
+        if self.variable == "t":
+            return t
+        sigma = self.sde.sigma(t)
+        if self.variable == "sigma":
+            return sigma
+        if self.variable == "log_sigma":
+            return torch.log(sigma)
+        return -2.0 * torch.log(sigma)
+
+    def t_of_u(self, u: Tensor) -> Tensor:
+        """The time at integration variable ``u``."""
+        if self.variable == "t":
+            return u
+        if self.variable == "sigma":
+            return self.sde.sigma_inv(u)
+        if self.variable == "log_sigma":
+            return self.sde.sigma_inv(torch.exp(u))
+        return self.sde.sigma_inv(torch.exp(-0.5 * u))
+
+    def _dsigma_du(self, t: Tensor, sigma: Tensor) -> Tensor:
+        if self.variable == "t":
+            return self.sde.sigma_deriv(t)
+        if self.variable == "sigma":
+            return torch.ones_like(sigma)
+        if self.variable == "log_sigma":
+            return sigma
+        return -0.5 * sigma
+
+    def _coefficients(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(r, s, d log k / du)`` at time ``t``: ``dw/du = -(r/k) score - w dlogk``."""
+        sde = self.sde
+        s, sigma = sde.scale(t), sde.sigma(t)
+        dsig = self._dsigma_du(t, sigma)
+        rate = s * sigma * dsig
+        if self.state == "y":
+            dlogk = torch.zeros_like(sigma)
+        elif self.state == "w":
+            dlogk = sigma * dsig / (1.0 + sigma * sigma)
+        else:
+            dt_du = torch.ones_like(sigma) if self.variable == "t" else dsig / sde.sigma_deriv(t)
+            dlogk = -sde.f(t) * dt_du
+        return rate, s, dlogk
+
+    def _k(self, t: Tensor) -> Tensor:
+        sde = self.sde
+        if self.state == "y":
+            return torch.ones_like(t)
+        if self.state == "w":
+            return torch.sqrt(1.0 + sde.sigma(t) ** 2)
+        return 1.0 / sde.scale(t)
+
+    # ------------------------------------------------------------------------------------------
+    # state <-> data
+    def to_state(self, x: Tensor, t: Tensor) -> Tensor:
+        """Flatten ``x`` at time ``t`` to the solver's state ``x / (s k)``."""
+        m = self.sde.scale(t) * self._k(t)
+        return x.reshape(x.shape[0], -1) / m[:, None]
+
+    def from_state(self, w: Tensor, t: Tensor) -> Tensor:
+        """The data-space tensor ``s k w`` at time ``t`` from the solver's state."""
+        m = self.sde.scale(t) * self._k(t)
+        return (w * m[:, None]).reshape(w.shape[0], *self.event_shape)
+
+    def log_scale_correction(self, t0: Tensor, t1: Tensor) -> Tensor:
+        """``d (log s(t1) - log s(t0))``: the Jacobian term of the log-density."""
+        s0, s1 = self.sde.scale(t0), self.sde.scale(t1)
+        return self.dim * (torch.log(s1) - torch.log(s0))
+
+    # ------------------------------------------------------------------------------------------
+    # right-hand sides
+    def drift(self, rows: Tensor, u: Tensor, w: Tensor) -> Tensor:
+        """``dw/du`` for the state ``w`` (no divergence): encode/decode."""
+        t = self.t_of_u(u)
+        rate, s, dlogk = self._coefficients(t)
+        k = self._k(t)
+        x = (w * (s * k)[:, None]).reshape(w.shape[0], *self.event_shape)
+        score = self.score_fn(x, t)
+        if not isinstance(score, Tensor) or score.shape != x.shape:
+            got = tuple(score.shape) if isinstance(score, Tensor) else type(score).__name__
+            raise ValueError(
+                f"score_fn must return a tensor shaped like x {tuple(x.shape)}, got {got}"
+            )
+        return -(rate / k)[:, None] * score.reshape(w.shape) - dlogk[:, None] * w
+
+    def drift_and_divergence(self, probes: Tensor | None) -> _WithDivergence:
+        """The right-hand side of the augmented state ``[w, A]`` using ``probes``."""
+        return _WithDivergence(self, probes)
+
+
+class _WithDivergence:
+    """``(rows, u, [w, A]) -> [dw/du, -r s tr J]``; ``probes`` ``(P, B, d)`` or ``None``."""
+
+    def __init__(self, flow: ProbabilityFlow, probes: Tensor | None) -> None:
+        self.flow, self.probes = flow, probes
+
+    def __call__(self, rows: Tensor, u: Tensor, state: Tensor) -> Tensor:
+        flow = self.flow
+        w = state[:, :-1]
+        t = flow.t_of_u(u)
+        rate, s, dlogk = flow._coefficients(t)
+        k = flow._k(t)
+        x = (w * (s * k)[:, None]).reshape(w.shape[0], *flow.event_shape)
+        probes = None if self.probes is None else self.probes[:, rows]
+        score, tr = score_and_trace(flow.score_fn, x, t, probes)
+        dw = -(rate / k)[:, None] * score.reshape(w.shape) - dlogk[:, None] * w
+        return torch.cat([dw, (-rate * s * tr)[:, None]], dim=1)
