@@ -1,6 +1,7 @@
 """scoresde: score-based generative modelling through stochastic differential equations."""
 
 from . import losses, metrics, nets, parameterize, sampling, targets
+from .likelihood import LikelihoodResult, bits_per_dim, decode, dequantize, encode, log_likelihood
 from .losses import dsm_loss
 from .parameterize import ScoreModel
 from .sampling import available_samplers, get_times, sample
@@ -21,6 +22,12 @@ __all__ = [
     "available_samplers",
     "get_times",
     "dsm_loss",
+    "log_likelihood",
+    "LikelihoodResult",
+    "bits_per_dim",
+    "dequantize",
+    "encode",
+    "decode",
     "ScoreModel",
     "nets",
     "parameterize",
