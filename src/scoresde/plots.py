@@ -1,6 +1,6 @@
 """PNG plots for training and the demo (matplotlib, Agg backend; written atomically).
 
-* :func:`scatter_compare`: 2-D data beside 2-D samples;
+* :func:`scatter`: 2-D samples; :func:`scatter_compare`: 2-D data beside 2-D samples;
 * :func:`image_grid`: a grid of images in ``[0, 1]``;
 * :func:`trajectory_plot`: snapshots of the reverse diffusion from noise to data;
 * :func:`loss_curve`: training loss against step (log scale, with a moving average).
@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from torch import Tensor
 
 from .checkpoint import atomic_write_bytes
 
-__all__ = ["scatter_compare", "image_grid", "make_grid", "trajectory_plot", "loss_curve"]
+__all__ = ["scatter", "scatter_compare", "image_grid", "make_grid", "trajectory_plot", "loss_curve"]
 
 
 def _pyplot() -> Any:
@@ -80,6 +80,21 @@ def scatter_compare(
         ax.set_aspect("equal")
     if suptitle:
         fig.suptitle(suptitle)
+    return _save(fig, path)
+
+
+def scatter(x: Tensor, path: str | os.PathLike[str], *, title: str | None = None) -> Path:
+    """Scatter the first two coordinates of the samples ``x``."""
+    pts = _points(x, "x")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    x0, x1, y0, y1 = _limits(pts)
+    ax.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.5, color="tab:orange", linewidths=0)
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y0, y1)
+    ax.set_aspect("equal")
+    if title:
+        ax.set_title(title)
     return _save(fig, path)
 
 
@@ -169,7 +184,7 @@ def trajectory_plot(
 
 
 def loss_curve(
-    curves: dict[str, tuple[Sequence[float], Sequence[float]]],
+    curves: Mapping[str, tuple[Sequence[float], Sequence[float]]],
     path: str | os.PathLike[str],
     *,
     title: str = "training loss",

@@ -23,6 +23,29 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 OPTIMIZERS = ("adam", "adamw")
 MODELS = ("auto", "mlp", "unet", "unet_cifar")
 
+_FLOAT_FIELDS = (
+    "lr",
+    "weight_decay",
+    "ema_decay",
+    "class_dropout",
+    "eps_train",
+    "sigma_data",
+    "grad_clip",
+)
+_INT_FIELDS = (
+    "steps",
+    "batch_size",
+    "warmup_steps",
+    "seed",
+    "num_workers",
+    "ckpt_every",
+    "keep_last",
+    "log_every",
+    "sample_every",
+    "sample_n",
+    "sample_steps",
+)
+
 # Fields that define what is being trained; a resumed run must agree on all of them.
 STRUCTURAL = (
     "data",
@@ -128,7 +151,7 @@ class TrainConfig:
     sample_every: int = 0
     """Write a sample grid from the EMA weights every this many steps (0: only at the end)."""
     sample_n: int = 64
-    """Number of samples in each grid."""
+    """Number of samples in each grid (0: no sample plots)."""
     sample_steps: int = 250
     """Sampler steps for the grids."""
     sampler: str = "euler_maruyama"
@@ -143,7 +166,11 @@ class TrainConfig:
         self.validate()
 
     def validate(self) -> TrainConfig:
-        """Check every field; raise ``ValueError`` naming the field and the allowed values."""
+        """Check every field; raise ``ValueError`` naming the field and the allowed values.
+
+        Numbers given as strings (YAML reads ``3e-4`` as a string) are converted first.
+        """
+        self._coerce_numbers()
         check_choice("sde", self.sde, SDE_NAMES)
         check_choice("weighting", self.weighting, WEIGHTINGS)
         check_choice("time_sampling", self.time_sampling, TIME_SAMPLINGS)
@@ -161,13 +188,12 @@ class TrainConfig:
             "ckpt_every",
             "keep_last",
             "log_every",
-            "sample_n",
             "sample_steps",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("warmup_steps", "sample_every", "num_workers", "seed"):
+        for name in ("warmup_steps", "sample_every", "sample_n", "num_workers", "seed"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
@@ -190,6 +216,24 @@ class TrainConfig:
                 raise TypeError(f"{name} must be a mapping, got {getattr(self, name)!r}")
         return self
 
+    def _coerce_numbers(self) -> None:
+        for name in _FLOAT_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, str):
+                try:
+                    setattr(self, name, float(value))
+                except ValueError:
+                    raise ValueError(f"{name} must be a number, got {value!r}") from None
+        for name in _INT_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, str):
+                try:
+                    value = float(value)
+                except ValueError:
+                    raise ValueError(f"{name} must be an integer, got {value!r}") from None
+            if isinstance(value, float) and value.is_integer():
+                setattr(self, name, int(value))
+
     # -------------------------------------------------------------------------------------------
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
@@ -209,9 +253,9 @@ class TrainConfig:
                 raise ValueError(f"unknown training config key {key!r}.{hint}")
         return cls(**values)
 
-    @classmethod
-    def from_yaml(cls, path: str | os.PathLike[str], **overrides: Any) -> TrainConfig:
-        """Load a YAML mapping of config fields, then apply ``overrides`` (e.g. from the CLI)."""
+    @staticmethod
+    def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
+        """Read a YAML mapping of config fields (not validated; see :meth:`from_yaml`)."""
         p = Path(path)
         if not p.is_file():
             raise ValueError(f"config file {str(p)!r} does not exist")
@@ -221,8 +265,12 @@ class TrainConfig:
             raise ValueError(f"config file {str(p)!r} is not valid YAML: {err}") from err
         if not isinstance(values, dict):
             raise ValueError(f"config file {str(p)!r} must hold a mapping of config fields")
-        values.update(overrides)
-        return cls.from_dict(values)
+        return values
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike[str], **overrides: Any) -> TrainConfig:
+        """Load a YAML mapping of config fields, then apply ``overrides`` (e.g. from the CLI)."""
+        return cls.from_dict({**cls.read_yaml(path), **overrides})
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON/YAML-serialisable copy of the fields."""

@@ -484,7 +484,7 @@ class Trainer:
         last_ckpt: Path | None = None
         samples: Path | None = None
         window = torch.zeros((), device=self.device, dtype=torch.float64)
-        window_n, window_start, since = 0, self.step, time.perf_counter()
+        window_n, checked, since = 0, self.step, time.perf_counter()
         last_loss = math.nan
         batches = self._batches()
         try:
@@ -499,7 +499,8 @@ class Trainer:
                 if due_log or due_ckpt or window_n % sync_every == 0:
                     mean = self._reduce_mean(window / window_n)
                     if not math.isfinite(mean):
-                        raise self._diverged(window_start + 1, step, logger)
+                        raise self._diverged(checked + 1, step, logger)
+                    checked = step
                     if due_log:
                         now = time.perf_counter()
                         row = {
@@ -514,11 +515,13 @@ class Trainer:
                         history.append((step, mean))
                         last_loss = mean
                         window.zero_()
-                        window_n, window_start, since = 0, step, now
+                        window_n, since = 0, now
                 if due_ckpt:
                     last_ckpt = self.save() or last_ckpt
-                if info.is_main and (
-                    (cfg.sample_every and step % cfg.sample_every == 0) or step == cfg.steps
+                if (
+                    info.is_main
+                    and cfg.sample_n
+                    and ((cfg.sample_every and step % cfg.sample_every == 0) or step == cfg.steps)
                 ):
                     samples = self.write_samples(step)
         finally:
