@@ -1,0 +1,184 @@
+"""Digits benchmark for guidance and inpainting (issue 3).
+
+1. Train an unconditional score model on scikit-learn's 8x8 digits with the library's trainer.
+2. Train a noise-conditional classifier ``p_t(k | x_t)`` with
+   :func:`scoresde.guidance.train_classifier`.
+3. Train an *independent* classifier on clean digits (scikit-learn logistic regression) and report
+   its held-out accuracy.
+4. Classifier guidance: for every class ``k`` draw guided samples and report the fraction the
+   independent classifier assigns to ``k`` (target >= 90%), and the unguided baseline.
+5. Inpainting: mask the lower half of held-out digits, complete them with
+   :func:`scoresde.inverse.inpaint`, write a PNG (masked input / completions / originals) and
+   report the independent classifier's accuracy on the completions and the masked-region RMSE.
+
+Usage: ``python benchmarks/inverse.py [--quick] [--out DIR]``; prints a JSON summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+
+import scoresde
+from scoresde.data import load_dataset
+from scoresde.guidance import NoiseConditionalClassifier, classifier_guidance, train_classifier
+from scoresde.inverse import inpaint
+from scoresde.train import TrainConfig, load_trained, train
+
+
+def log(msg: str) -> None:
+    """Progress on stderr."""
+    print(f"[inverse {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def to_unit(x: torch.Tensor) -> torch.Tensor:
+    """Training space [-1, 1] -> pixel space [0, 1], flattened for the clean classifier."""
+    return ((x + 1) / 2).clamp(0, 1).reshape(x.shape[0], -1)
+
+
+def write_png(path: Path, rows: list[tuple[str, torch.Tensor]]) -> None:
+    """A grid: one row per (title, images (N, 1, 8, 8) in [0, 1]); masked pixels may be NaN."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = rows[0][1].shape[0]
+    fig, axes = plt.subplots(len(rows), n, figsize=(n * 0.7, len(rows) * 0.8))
+    cmap = plt.get_cmap("gray_r").copy()
+    cmap.set_bad("tab:red")
+    for r, (title, imgs) in enumerate(rows):
+        for c in range(n):
+            ax = axes[r, c]
+            ax.imshow(np.ma.masked_invalid(imgs[c, 0].numpy()), cmap=cmap, vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[r, 0].set_ylabel(title, rotation=0, ha="right", va="center", fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short training (smoke run)")
+    parser.add_argument("--out", default="benchmarks/out", help="folder for the PNG")
+    parser.add_argument("--scale", type=float, default=2.0, help="classifier guidance scale")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    score_steps, clf_steps, per_class, steps = (
+        (300, 300, 10, 100) if args.quick else (4000, 3000, 50, 500)
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.time()
+    summary: dict[str, object] = {"quick": args.quick, "guidance_scale": args.scale}
+
+    # 1. unconditional score model
+    run_dir = tempfile.mkdtemp(prefix="scoresde-inverse-")
+    cfg = TrainConfig(
+        data="digits", model="mlp", model_kwargs=dict(hidden=256, depth=4), sde="vp",
+        steps=score_steps, batch_size=128, lr=1e-3, warmup_steps=100, out=run_dir,
+        progress=False, tensorboard=False, ckpt_every=score_steps, sample_n=16,
+        sample_steps=50, device="cpu",
+    )  # fmt: skip
+    log(f"training the score model ({score_steps} steps)")
+    t0 = time.time()
+    res = train(cfg)
+    trained = load_trained(res.checkpoint or run_dir)
+    sde, score_fn = trained.sde, trained.score_fn
+    summary["score_train_s"] = round(time.time() - t0, 1)
+    summary["score_final_loss"] = round(res.loss, 4)
+
+    train_set, test_set = (
+        load_dataset("digits", split="train"),
+        load_dataset("digits", split="test"),
+    )
+    x_tr, y_tr = train_set.tensors(), train_set.labels
+    x_te, y_te = test_set.tensors(), test_set.labels
+    assert y_tr is not None and y_te is not None
+
+    # 2. noise-conditional classifier, trained with the library
+    gen = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    clf = NoiseConditionalClassifier(sde, (1, 8, 8), 10, sigma_data=trained.data_info["sigma_data"])
+    log(f"training the noise-conditional classifier ({clf_steps} steps)")
+    t0 = time.time()
+    losses = train_classifier(clf, sde, x_tr, y_tr, steps=clf_steps, generator=gen)
+    summary["noisy_classifier_train_s"] = round(time.time() - t0, 1)
+    summary["noisy_classifier_final_loss"] = round(float(np.mean(losses[-100:])), 4)
+    with torch.no_grad():
+        t_small = torch.full((len(x_te),), 1e-3)
+        acc0 = (clf(x_te, t_small).argmax(1) == y_te).double().mean()
+    summary["noisy_classifier_clean_test_acc"] = round(float(acc0), 4)
+
+    # 3. independent classifier on clean digits
+    indep = LogisticRegression(max_iter=5000, C=1.0)
+    indep.fit(to_unit(x_tr).numpy(), y_tr.numpy())
+    summary["independent_classifier_test_acc"] = round(
+        float(indep.score(to_unit(x_te).numpy(), y_te.numpy())), 4
+    )
+
+    # 4. guided sampling
+    labels = torch.arange(10).repeat_interleave(per_class)
+    log(f"guided sampling ({len(labels)} samples, {steps} steps)")
+    t0 = time.time()
+    with torch.no_grad():
+        guided_score = classifier_guidance(score_fn, clf, labels, scale=args.scale)
+        xs = scoresde.sample(guided_score, sde, (len(labels), 1, 8, 8), steps=steps, generator=gen)
+        base = scoresde.sample(score_fn, sde, (len(labels), 1, 8, 8), steps=steps, generator=gen)
+    summary["guided_sampling_s"] = round(time.time() - t0, 1)
+    pred = torch.from_numpy(indep.predict(to_unit(xs).numpy()))
+    per = [(pred[labels == k] == k).double().mean().item() for k in range(10)]
+    summary["guided_accuracy"] = round(float((pred == labels).double().mean()), 4)
+    summary["guided_accuracy_per_class"] = [round(p, 3) for p in per]
+    pred_b = torch.from_numpy(indep.predict(to_unit(base).numpy()))
+    summary["unguided_match_rate"] = round(float((pred_b == labels).double().mean()), 4)
+    write_png(out / "inverse_digits_guided.png",
+              [(f"class {k}", to_unit(xs[labels == k][:10]).reshape(-1, 1, 8, 8))
+               for k in range(10)])  # fmt: skip
+
+    # 5. inpainting of the lower half of held-out digits
+    n_show = 12
+    y = x_te[: 10 * n_show : 10]
+    mask = torch.zeros(1, 8, 8)
+    mask[:, :4] = 1  # the top half is known
+    completions = []
+    log("inpainting")
+    t0 = time.time()
+    for _ in range(2):
+        completions.append(inpaint(score_fn, sde, y, mask, steps=steps, generator=gen))
+    summary["inpainting_s"] = round(time.time() - t0, 1)
+    assert torch.equal(completions[0][..., :4, :], y[..., :4, :])
+    comp_all = torch.cat(completions)
+    true_lab = y_te[: 10 * n_show : 10].repeat(2)
+    summary["inpainting_classifier_acc"] = round(
+        float((torch.from_numpy(indep.predict(to_unit(comp_all).numpy())) == true_lab)
+              .double().mean()), 4)  # fmt: skip
+    err = ((to_unit(comp_all) - to_unit(y.repeat(2, 1, 1, 1))) ** 2).reshape(-1, 8, 8)[:, 4:]
+    summary["inpainting_masked_rmse"] = round(float(err.mean().sqrt()), 4)
+    masked = to_unit(y).reshape(-1, 1, 8, 8).clone()
+    masked[:, :, 4:] = float("nan")
+    png = out / "inverse_digits_inpainting.png"
+    write_png(png, [("masked", masked)]
+              + [(f"completion {i + 1}", to_unit(c).reshape(-1, 1, 8, 8))
+                 for i, c in enumerate(completions)]
+              + [("original", to_unit(y).reshape(-1, 1, 8, 8))])  # fmt: skip
+    summary["png"] = [str(png), str(out / "inverse_digits_guided.png")]
+    summary["total_s"] = round(time.time() - t_start, 1)
+    print(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()
