@@ -1,6 +1,8 @@
 """scoresde: score-based generative modelling through stochastic differential equations."""
 
-from . import losses, metrics, nets, parameterize, sampling, targets
+from . import guidance, inverse, langevin, losses, metrics, nets, parameterize, sampling, targets
+from .guidance import cfg, guided
+from .inverse import colorize, inpaint
 from .likelihood import LikelihoodResult, bits_per_dim, decode, dequantize, encode, log_likelihood
 from .losses import dsm_loss
 from .parameterize import ScoreModel
@@ -35,4 +37,11 @@ __all__ = [
     "metrics",
     "sampling",
     "targets",
+    "guidance",
+    "inverse",
+    "langevin",
+    "guided",
+    "cfg",
+    "inpaint",
+    "colorize",
 ]
