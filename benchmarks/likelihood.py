@@ -178,7 +178,7 @@ FORMULATIONS = {
 
 def part1(targets, batch: int, lines: list[str]) -> None:
     lines += [
-        "### 1. Exact divergence, analytic targets (float64, batch %d, eps=1e-5)" % batch,
+        f"### 1. Exact divergence, analytic targets (float64, batch {batch}, eps=1e-5)",
         "",
         "(a) = SciPy RK45 in t, rtol=atol=1e-5. (c) = scoresde at rtol=atol=1e-5 (default "
         "formulation). `NFE@eq` = mean per-sample NFE of the cheapest scoresde tolerance (sweep "

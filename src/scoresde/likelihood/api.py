@@ -16,7 +16,7 @@ from .rk import TABLEAUS, ODESolution, rms_norm, solve_ivp_batched
 
 __all__ = ["LikelihoodResult", "log_likelihood", "encode", "decode"]
 
-DEFAULT_VARIABLE = "t"
+DEFAULT_VARIABLE = "vp_time"
 """Integration variable used by the public functions (chosen by ``benchmarks/likelihood.py``)."""
 DEFAULT_STATE = "w"
 """Solver state used by the public functions (see :mod:`.flow`)."""
@@ -24,7 +24,6 @@ DEFAULT_NORM = "rms"
 """Per-sample error norm used by the public functions (see :func:`_norm`)."""
 PI_CONTROLLER = (1.0, 0.0)
 """Step-size controller exponents ``(alpha, beta) * order``: ``h *= r^-alpha r_prev^beta``."""
-"""Per-sample error norm used by the public functions (see :func:`_norm`)."""
 
 
 @dataclass
@@ -142,6 +141,7 @@ def log_likelihood(
     _variable: str = DEFAULT_VARIABLE,
     _state: str = DEFAULT_STATE,
     _norm_kind: str = DEFAULT_NORM,
+    _residual: bool = True,
 ) -> LikelihoodResult:
     """Exact log-likelihood ``log p_eps(x)`` by the probability-flow ODE (seed 002).
 
@@ -151,10 +151,12 @@ def log_likelihood(
 
         log p_eps(x) = log p_prior(z) + int_eps^T div(dx/dt) dt.
 
-    The ODE runs in time ``t`` on the normalised state ``w = x / (s(t) sqrt(1 + sigma(t)^2))``
-    (which stays O(1) at every noise level; ``w = x`` for VP), the combination that needed the
-    fewest evaluations at equal accuracy among ``t``, ``sigma``, ``log sigma`` and log-SNR (see
-    ``benchmarks/RESULTS.md``). The result is the density of the data at time
+    The ODE runs on the normalised state ``w = x / (s(t) sqrt(1 + sigma(t)^2))`` (O(1) at every
+    noise level; ``w = x`` for VP) against the "VP clock" (the VP SDE's time at the same noise
+    level), with the unit-Gaussian part of the divergence integrated in closed form: that
+    needed the fewest evaluations at equal accuracy among ``t``, ``sigma``, ``log sigma`` and
+    log-SNR (see :mod:`scoresde.likelihood.flow` and ``benchmarks/RESULTS.md``). The result is
+    the density of the data at time
     ``eps`` (for VE, the data convolved with ``N(0, sigma(eps)^2)``), and it is exact only up to
     the mismatch between the prior and the true ``p_T`` and the solver tolerance.
 
@@ -190,7 +192,7 @@ def log_likelihood(
         raise ValueError(f"probes must be >= 1, got {probes}")
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    flow = ProbabilityFlow(score_fn, sde, tuple(x.shape[1:]), _variable, _state)
+    flow = ProbabilityFlow(score_fn, sde, tuple(x.shape[1:]), _variable, _state, _residual)
     t0, t1 = _times(sde, x, eps)
     v = None
     if divergence == "hutchinson":

@@ -2,23 +2,34 @@
 
 Seed 004: with ``x = s(t) y`` the PF ODE ``dx/dt = f x - g^2 score / 2`` becomes
 ``dy/dt = -s(t) sigma'(t) sigma(t) score(s y, t)``, free of the linear drift. For any monotone
-reparameterisation ``u`` of the noise level (``t``, ``sigma``, ``log sigma`` or the log-SNR
-``lambda = -2 log sigma``)::
+reparameterisation ``u`` of the noise level::
 
     dy/du = -r(u) score(s y, t(u)),      r = s sigma (d sigma / du).
 
-The solver's state is ``w = y / k(t)`` for a chosen normaliser ``k``: ``"x"`` (``k = 1/s``, the
-data itself, the reference formulation), ``"y"`` (``k = 1``) or ``"w"`` (``k = sqrt(1 + sigma^2)``,
-so ``w`` stays O(1) at every noise level: for data ``N(0, c^2)`` it moves between the plateaus
-``c`` and ``1`` instead of growing like ``sigma``; for VP it is exactly ``x``)::
+Integration variables: the SDE's own time ``"t"``, ``"sigma"``, ``"log_sigma"``, the log-SNR
+``"log_snr"`` (``-2 log sigma``), and ``"vp_time"``: the time at which the standard VP SDE
+(``beta`` linear from 0.1 to 20) reaches noise level ``sigma``, i.e. the root ``u`` of
+``0.1 u + 9.95 u^2 = log(1 + sigma^2)``. That clock is ``~ sigma^2`` at small noise,
+``~ sqrt(log sigma)`` at large noise and ``log sigma``-like in between, so it spends few steps
+where the flow barely moves; whatever the SDE, it needed the fewest evaluations at equal
+accuracy (``benchmarks/RESULTS.md``). For VP it *is* the SDE's time.
+
+The solver's state is ``w = y / k(t)`` for a normaliser ``k``: ``"x"`` (``k = 1/s``, the data
+itself, the reference formulation), ``"y"`` (``k = 1``) or ``"w"`` (``k = sqrt(1 + sigma^2)``:
+``w`` stays O(1) at every noise level; for data ``N(0, c^2)`` it moves between the plateaus ``c``
+and ``1`` instead of growing like ``sigma``; for VP it is exactly ``x``)::
 
     dw/du = -(r / k) score - w (d log k / du).
 
-The linear term's divergence ``-d (d log k / du)`` integrates in closed form and cancels against
-the Jacobian of ``x = s k w``, so whatever the state, the instantaneous change of variables
-(Chen et al. 2018; seed 002) gives, with ``A = int_{u(eps)}^{u(T)} -r s tr(d score/dx) du``::
+The linear term's divergence integrates in closed form and cancels against the Jacobian of
+``x = s k w``. With ``residual`` the divergence of the flow of N(0, I) data,
+``d sigma (d sigma/du) / (1 + sigma^2)``, is also taken out of the integrand and added back in
+closed form (``d/2 log(1 + sigma^2)``), so the integrand is the data's deviation from a unit
+Gaussian and stays bounded at large noise. The instantaneous change of variables (Chen et al.
+2018; seed 002) then gives, with ``A = int_{u(eps)}^{u(T)} [-r s tr(d score/dx) - rho] du``
+(``rho`` the residual term or 0)::
 
-    log p_eps(x) = log p_T(x_T) + A + d (log s(T) - log s(eps)).
+    log p_eps(x) = log p_T(x_T) + A + d (log s(T) - log s(eps)) + int rho du.
 """
 
 from __future__ import annotations
@@ -35,10 +46,22 @@ from .divergence import score_and_trace
 
 __all__ = ["VARIABLES", "STATES", "ProbabilityFlow"]
 
-VARIABLES = ("t", "sigma", "log_sigma", "log_snr")
+VARIABLES = ("t", "sigma", "log_sigma", "log_snr", "vp_time")
 """Integration variables of the PF ODE."""
 STATES = ("x", "y", "w")
 """Solver states: the data ``x``, ``y = x / s`` or ``w = y / sqrt(1 + sigma^2)``."""
+_VP_B0, _VP_B1 = 0.1, 20.0
+
+
+def _vp_time(sigma: Tensor) -> Tensor:
+    """The VP clock: root of ``b0 u + (b1 - b0) u^2 / 2 = log(1 + sigma^2)``."""
+    b = torch.log1p(sigma * sigma)
+    return 2 * b / (_VP_B0 + torch.sqrt(_VP_B0**2 + 2 * (_VP_B1 - _VP_B0) * b))
+
+
+def _vp_sigma(u: Tensor) -> Tensor:
+    """Inverse of :func:`_vp_time`."""
+    return torch.sqrt(torch.expm1(_VP_B0 * u + 0.5 * (_VP_B1 - _VP_B0) * u * u))
 
 
 @dataclass
@@ -52,8 +75,9 @@ class ProbabilityFlow:
     score_fn: ScoreFn
     sde: SDE
     event_shape: tuple[int, ...]
-    variable: str = "log_sigma"
+    variable: str = "vp_time"
     state: str = "w"
+    residual: bool = True
 
     def __post_init__(self) -> None:
         check_choice("variable", self.variable, VARIABLES)
@@ -75,6 +99,8 @@ class ProbabilityFlow:
             return sigma
         if self.variable == "log_sigma":
             return torch.log(sigma)
+        if self.variable == "vp_time":
+            return _vp_time(sigma)
         return -2.0 * torch.log(sigma)
 
     def t_of_u(self, u: Tensor) -> Tensor:
@@ -85,6 +111,8 @@ class ProbabilityFlow:
             return self.sde.sigma_inv(u)
         if self.variable == "log_sigma":
             return self.sde.sigma_inv(torch.exp(u))
+        if self.variable == "vp_time":
+            return self.sde.sigma_inv(_vp_sigma(u))
         return self.sde.sigma_inv(torch.exp(-0.5 * u))
 
     def _dsigma_du(self, t: Tensor, sigma: Tensor) -> Tensor:
@@ -94,6 +122,9 @@ class ProbabilityFlow:
             return torch.ones_like(sigma)
         if self.variable == "log_sigma":
             return sigma
+        if self.variable == "vp_time":  # d sigma/du = beta(u) (1 + sigma^2) / (2 sigma)
+            beta = torch.sqrt(_VP_B0**2 + 2 * (_VP_B1 - _VP_B0) * torch.log1p(sigma * sigma))
+            return beta * (1.0 + sigma * sigma) / (2.0 * sigma)
         return -0.5 * sigma
 
     def _coefficients(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -133,8 +164,13 @@ class ProbabilityFlow:
 
     def log_scale_correction(self, t0: Tensor, t1: Tensor) -> Tensor:
         """``d (log s(t1) - log s(t0))``: the Jacobian term of the log-density."""
-        s0, s1 = self.sde.scale(t0), self.sde.scale(t1)
-        return self.dim * (torch.log(s1) - torch.log(s0))
+        sde = self.sde
+        out = self.dim * (torch.log(sde.scale(t1)) - torch.log(sde.scale(t0)))
+        if self.residual:
+            out = out + 0.5 * self.dim * (
+                torch.log1p(sde.sigma(t1) ** 2) - torch.log1p(sde.sigma(t0) ** 2)
+            )
+        return out
 
     # ------------------------------------------------------------------------------------------
     # right-hand sides
@@ -173,4 +209,8 @@ class _WithDivergence:
         probes = None if self.probes is None else self.probes[:, rows]
         score, tr = score_and_trace(flow.score_fn, x, t, probes)
         dw = -(rate / k)[:, None] * score.reshape(w.shape) - dlogk[:, None] * w
-        return torch.cat([dw, (-rate * s * tr)[:, None]], dim=1)
+        div = -rate * s * tr
+        if flow.residual:
+            sigma = flow.sde.sigma(t)
+            div = div - flow.dim * rate / (s * (1.0 + sigma * sigma))
+        return torch.cat([dw, div[:, None]], dim=1)
