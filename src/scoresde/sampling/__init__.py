@@ -5,6 +5,7 @@ from . import (  # noqa: F401  (register the samplers)
     dpm_solver,
     edm,
     euler_maruyama,
+    fast,
     ode,
     ode_heun,
     pc,

@@ -1,0 +1,175 @@
+"""The sampler toolbox's contract: seeded batch-size independence, results, schedules, errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+import scoresde as S
+from _sampler_targets import _one_thread, ring2d  # noqa: F401
+from scoresde.sampling import CounterNoise, SampleResult, Schedule, available_samplers
+
+STOCHASTIC = {
+    "euler_maruyama": {},
+    "reverse_diffusion": {},
+    "ancestral": {},
+    "pc": {},
+    "pc_batch": {"batch_averaged": True},
+    "langevin": {},
+    "edm": {},
+    "ddim": {"eta": 1.0},
+    "dpm_solver_sde": {},
+}
+
+
+@pytest.mark.parametrize("key", sorted(STOCHASTIC))
+def test_same_seed_same_sample_whatever_the_batch_size(key: str) -> None:
+    sampler = "pc" if key == "pc_batch" else key
+    sde, target = S.VPSDE(), ring2d()
+    kw: dict[str, Any] = {"sampler": sampler, "steps": 20, **STOCHASTIC[key]}
+    small = S.sample(
+        target.score_fn(sde), sde, (5, 2), generator=torch.Generator().manual_seed(3), **kw
+    )
+    large = S.sample(
+        target.score_fn(sde), sde, (64, 2), generator=torch.Generator().manual_seed(3), **kw
+    )
+    other = S.sample(
+        target.score_fn(sde), sde, (5, 2), generator=torch.Generator().manual_seed(4), **kw
+    )
+    if key == "pc_batch":  # batch-averaged step sizes couple the samples by design
+        assert not torch.allclose(small, large[:5])
+    else:
+        torch.testing.assert_close(small, large[:5], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(small, other)
+
+
+def test_counter_noise_is_standard_normal_and_prefix_stable() -> None:
+    noise = CounterNoise(12345)
+    z = noise.randn((200_000, 4), torch.device("cpu"), torch.float64)
+    assert abs(float(z.mean())) < 4 / (800_000**0.5)
+    assert abs(float(z.var()) - 1) < 4 * (2 / 800_000) ** 0.5
+    kurt = float((z**4).mean())
+    assert abs(kurt - 3) < 0.05
+    corr = torch.corrcoef(z.T)
+    assert float((corr - torch.eye(4)).abs().max()) < 0.01
+    # successive draws differ, the same (seed, call) repeats, row i ignores the batch size
+    again = CounterNoise(12345)
+    torch.testing.assert_close(again.randn((7, 4), torch.device("cpu"), torch.float64), z[:7])
+    assert not torch.allclose(noise.randn((7, 4), torch.device("cpu"), torch.float64), z[:7])
+
+
+def test_return_info_trajectory_callback_and_progress() -> None:
+    sde, target = S.VESDE(), ring2d()
+    seen: list[int] = []
+    res = S.sample(
+        target.score_fn(sde),
+        sde,
+        (16, 2),
+        sampler="heun",
+        steps=6,
+        generator=torch.Generator().manual_seed(0),
+        return_trajectory=True,
+        callback=lambda st: seen.append(int(st["i"])),
+        progress=True,
+    )
+    assert isinstance(res, SampleResult)
+    assert res.nfe == 2 * 6 + 1  # Heun: 2 per step, + the final denoising step
+    assert res.trajectory is not None and res.trajectory.shape == (1 + 6 + 1, 16, 2)
+    torch.testing.assert_close(res.trajectory[-1], res.samples)
+    assert seen == list(range(7)) and res.times.shape == (7,)
+    plain = S.sample(
+        target.score_fn(sde),
+        sde,
+        (16, 2),
+        sampler="heun",
+        steps=6,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert isinstance(plain, torch.Tensor)
+    torch.testing.assert_close(plain, res.samples)
+
+
+@pytest.mark.parametrize("sampler", sorted(set(available_samplers()) - {"ancestral"}))
+def test_every_sampler_runs_in_float64_on_the_affine_sde(sampler: str) -> None:
+    from helpers import cosine_affine
+
+    sde, target = cosine_affine(), ring2d()
+    res = S.sample(
+        target.score_fn(sde),
+        sde,
+        (8, 2),
+        sampler=sampler,
+        steps=4,
+        dtype=torch.float64,
+        generator=torch.Generator().manual_seed(0),
+        return_info=True,
+    )
+    assert res.samples.dtype == torch.float64 and bool(torch.isfinite(res.samples).all())
+    assert res.nfe >= 1
+
+
+def test_denoise_is_one_tweedie_step() -> None:
+    sde, target = S.VPSDE(), ring2d()
+    kw: dict[str, Any] = {
+        "sampler": "euler",
+        "steps": 5,
+        "generator": torch.Generator().manual_seed(0),
+        "return_info": True,
+    }
+    raw = S.sample(target.score_fn(sde), sde, (8, 2), denoise=False, **kw)
+    kw["generator"] = torch.Generator().manual_seed(0)
+    den = S.sample(target.score_fn(sde), sde, (8, 2), denoise=True, **kw)
+    assert den.nfe == raw.nfe + 1
+    t = raw.times[-1:].expand(8)
+    s, sig = sde.scale(t)[:, None], sde.sigma(t)[:, None]
+    tweedie = raw.samples / s + s * sig**2 * target.marginal_score(raw.samples, t, sde)
+    torch.testing.assert_close(den.samples, tweedie)
+
+
+def test_schedule_objects_and_sigma_min() -> None:
+    sde = S.VPSDE()
+    times = S.get_times(sde, 8, Schedule("karras", rho=3.0, sigma_min=0.05), dtype=torch.float64)
+    assert float(sde.sigma(times[-1])) == pytest.approx(0.05, rel=1e-6)
+    assert times.shape == (9,) and bool((times.diff() < 0).all())
+    a = S.get_times(sde, 8, Schedule("karras", rho=3.0), dtype=torch.float64)
+    b = S.get_times(sde, 8, "karras", rho=3.0, dtype=torch.float64)
+    torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="schedule"):
+        Schedule("cosine")
+    with pytest.raises(ValueError, match="not both"):
+        Schedule("karras", eps=1e-3, sigma_min=0.1)
+
+
+@pytest.mark.parametrize(
+    ("sampler", "options", "match"),
+    [
+        ("ancestral", {}, "does not support SubVPSDE"),
+        ("pc", {"predictor": "ancestral"}, "does not support SubVPSDE"),
+        ("pc", {"predictor": "heun"}, "unknown predictor"),
+        ("pc", {"corrector": "mala"}, "unknown corrector"),
+        ("pc", {"predictor": None, "corrector": None}, "both are None"),
+        ("pc", {"corrector_steps": -1}, "corrector_steps"),
+        ("ddim", {"eta": 1.5}, "eta must lie in"),
+        ("dpm_solver", {"order": 4}, "order must be 1, 2 or 3"),
+        ("dpm_solver", {"eta": 1.0}, "unknown option"),
+        ("ode", {"method": "rk45"}, "unknown method"),
+        ("edm", {"s_churn": -1.0}, "s_churn"),
+        ("heun", {"order": 2}, "unknown option"),
+    ],
+)
+def test_unsupported_combinations_raise(sampler: str, options: dict, match: str) -> None:
+    sde, target = S.SubVPSDE(), ring2d()
+    with pytest.raises(ValueError, match=match):
+        S.sample(target.score_fn(sde), sde, (4, 2), sampler=sampler, steps=3, **options)
+
+
+def test_every_sampler_declares_its_contract() -> None:
+    from scoresde.sampling import get_sampler
+
+    for name in available_samplers():
+        spec = get_sampler(name)
+        assert spec.order >= 1 and spec.description
+        assert spec.supports(S.VPSDE()) and spec.supports(S.VESDE())
+    assert not get_sampler("ancestral").supports(S.SubVPSDE())
