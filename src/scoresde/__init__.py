@@ -1,6 +1,18 @@
 """scoresde: score-based generative modelling through stochastic differential equations."""
 
-from . import guidance, inverse, langevin, losses, metrics, nets, parameterize, sampling, targets
+from . import (
+    checkpoint,
+    guidance,
+    inverse,
+    langevin,
+    losses,
+    metrics,
+    nets,
+    parameterize,
+    sampling,
+    targets,
+    train,
+)
 from .guidance import cfg, guided
 from .inverse import colorize, inpaint
 from .likelihood import LikelihoodResult, bits_per_dim, decode, dequantize, encode, log_likelihood
@@ -8,6 +20,7 @@ from .losses import dsm_loss
 from .parameterize import ScoreModel
 from .sampling import available_samplers, get_times, sample
 from .sde import EDMSDE, SDE, VESDE, VPSDE, AffineSDE, Marginal, ReverseSDE, SubVPSDE
+from .train import TrainConfig, Trainer, load_trained
 
 __version__ = "0.1.0"
 
@@ -44,4 +57,9 @@ __all__ = [
     "cfg",
     "inpaint",
     "colorize",
+    "train",
+    "checkpoint",
+    "TrainConfig",
+    "Trainer",
+    "load_trained",
 ]

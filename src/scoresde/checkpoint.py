@@ -261,7 +261,7 @@ def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
             f"{str(p)!r} is not part of a scoresde checkpoint (no {_MANIFEST} beside it); "
             f"pass a checkpoint written by `scoresde train`"
         )
-    if (p / _MANIFEST).is_file():
+    if (p / _MANIFEST).is_file() or _STEP_DIR.match(p.name):
         return p
     for folder in (p / "checkpoints", p):
         last = latest_checkpoint(folder)

@@ -4,7 +4,8 @@
    SDE, and compare with held-out data by the sliced 2-Wasserstein distance, next to its floor
    (two independent draws of the data) and a ceiling (a Gaussian with the data's mean and
    covariance, i.e. what matching only the first two moments gives).
-2. Train a small U-Net on scikit-learn's 8x8 digits, sample a grid, and judge the samples with
+2. Train a small U-Net on scikit-learn's 8x8 digits (EDM SDE, preconditioning and loss), sample
+   a grid with the reverse SDE, and judge the samples with
    a logistic-regression digit classifier fitted on the training images: its mean confidence on
    samples against held-out test images and a moment-matched Gaussian, and how evenly the
    samples cover the ten classes.
@@ -178,13 +179,13 @@ def run_demo(
     # ---------------------------------------------------------------- 8x8 digits
     _fresh_run_dir(out / "digits")
     dig_cfg = TrainConfig(
-        data="digits", out=str(out / "digits"), sde="vp", model="unet",
+        data="digits", out=str(out / "digits"), sde="edm", model="unet",
         model_kwargs={"channels": 16, "num_res_blocks": 1}, steps=max(10, int(1500 * scale)),
         batch_size=64, lr=2e-3, warmup_steps=100, ema_decay=0.995, log_every=25,
         ckpt_every=100000, sample_n=0, tensorboard=False, seed=seed, device="cpu",
         progress=verbose,
     )  # fmt: skip
-    say("[2/2] digits 8x8: U-Net, VP SDE")
+    say("[2/2] digits 8x8: U-Net, EDM SDE and preconditioning")
     dig = _train(dig_cfg)
     n_dig = 64 if quick else 256
     dig_x, dig_snaps = _sample(dig, n_dig, 20 if quick else 200, seed + 4, keep=6)
