@@ -3,7 +3,7 @@
 1. Train an unconditional score model on scikit-learn's 8x8 digits with the library's trainer.
 2. Train a noise-conditional classifier ``p_t(k | x_t)`` with
    :func:`scoresde.guidance.train_classifier`.
-3. Train an *independent* classifier on clean digits (scikit-learn logistic regression) and report
+3. Train an *independent* classifier on clean digits (scikit-learn RBF SVM) and report
    its held-out accuracy.
 4. Classifier guidance: for every class ``k`` draw guided samples and report the fraction the
    independent classifier assigns to ``k`` (target >= 90%), and the unguided baseline.
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
+from sklearn.svm import SVC
 
 import scoresde
 from scoresde.data import load_dataset
@@ -58,7 +58,13 @@ def write_png(path: Path, rows: list[tuple[str, torch.Tensor]]) -> None:
     for r, (title, imgs) in enumerate(rows):
         for c in range(n):
             ax = axes[r, c]
-            ax.imshow(np.ma.masked_invalid(imgs[c, 0].numpy()), cmap=cmap, vmin=0, vmax=1)
+            ax.imshow(
+                np.ma.masked_invalid(imgs[c, 0].numpy()),
+                cmap=cmap,
+                vmin=0,
+                vmax=1,
+                interpolation="nearest",
+            )
             ax.set_xticks([])
             ax.set_yticks([])
         axes[r, 0].set_ylabel(title, rotation=0, ha="right", va="center", fontsize=8)
@@ -73,8 +79,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short training (smoke run)")
     parser.add_argument("--out", default="benchmarks/out", help="folder for the PNG")
-    parser.add_argument("--scale", type=float, default=2.0, help="classifier guidance scale")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--scale", type=float, default=2.0, help="classifier guidance scale of the PNG"
+    )
+    parser.add_argument(
+        "--scales",
+        type=float,
+        nargs="*",
+        default=[1.0, 2.0, 4.0],
+        help="guidance scales whose accuracy is reported",
+    )
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--corrector",
+        default="langevin",
+        choices=("langevin", "ald", "none"),
+        help="corrector of the inpainting PC loop",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     score_steps, clf_steps, per_class, steps = (
@@ -83,7 +104,11 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
-    summary: dict[str, object] = {"quick": args.quick, "guidance_scale": args.scale}
+    summary: dict[str, object] = {
+        "quick": args.quick,
+        "guidance_scale": args.scale,
+        "corrector": args.corrector,
+    }
 
     # 1. unconditional score model
     run_dir = tempfile.mkdtemp(prefix="scoresde-inverse-")
@@ -113,6 +138,7 @@ def main() -> None:
     gen = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
     clf = NoiseConditionalClassifier(sde, (1, 8, 8), 10, sigma_data=trained.data_info["sigma_data"])
+    log(json.dumps(summary))
     log(f"training the noise-conditional classifier ({clf_steps} steps)")
     t0 = time.time()
     losses = train_classifier(clf, sde, x_tr, y_tr, steps=clf_steps, generator=gen)
@@ -124,7 +150,7 @@ def main() -> None:
     summary["noisy_classifier_clean_test_acc"] = round(float(acc0), 4)
 
     # 3. independent classifier on clean digits
-    indep = LogisticRegression(max_iter=5000, C=1.0)
+    indep = SVC(C=10.0, gamma="scale")
     indep.fit(to_unit(x_tr).numpy(), y_tr.numpy())
     summary["independent_classifier_test_acc"] = round(
         float(indep.score(to_unit(x_te).numpy(), y_te.numpy())), 4
@@ -132,19 +158,30 @@ def main() -> None:
 
     # 4. guided sampling
     labels = torch.arange(10).repeat_interleave(per_class)
+    log(json.dumps(summary))
     log(f"guided sampling ({len(labels)} samples, {steps} steps)")
     t0 = time.time()
     with torch.no_grad():
-        guided_score = classifier_guidance(score_fn, clf, labels, scale=args.scale)
-        xs = scoresde.sample(guided_score, sde, (len(labels), 1, 8, 8), steps=steps, generator=gen)
         base = scoresde.sample(score_fn, sde, (len(labels), 1, 8, 8), steps=steps, generator=gen)
-    summary["guided_sampling_s"] = round(time.time() - t0, 1)
-    pred = torch.from_numpy(indep.predict(to_unit(xs).numpy()))
-    per = [(pred[labels == k] == k).double().mean().item() for k in range(10)]
-    summary["guided_accuracy"] = round(float((pred == labels).double().mean()), 4)
-    summary["guided_accuracy_per_class"] = [round(p, 3) for p in per]
     pred_b = torch.from_numpy(indep.predict(to_unit(base).numpy()))
     summary["unguided_match_rate"] = round(float((pred_b == labels).double().mean()), 4)
+    by_scale = {}
+    for scale in sorted({args.scale, *args.scales}):
+        with torch.no_grad():
+            guided_score = classifier_guidance(score_fn, clf, labels, scale=scale)
+            shape = (len(labels), 1, 8, 8)
+            x_s = scoresde.sample(guided_score, sde, shape, steps=steps, generator=gen)
+        pred = torch.from_numpy(indep.predict(to_unit(x_s).numpy()))
+        per = [(pred[labels == k] == k).double().mean().item() for k in range(10)]
+        by_scale[scale] = {
+            "accuracy": round(float((pred == labels).double().mean()), 4),
+            "per_class": [round(p, 3) for p in per],
+        }
+        if scale == args.scale:
+            xs = x_s
+        log(f"scale {scale}: {by_scale[scale]}")
+    summary["guided"] = by_scale
+    summary["guided_sampling_s"] = round(time.time() - t0, 1)
     write_png(out / "inverse_digits_guided.png",
               [(f"class {k}", to_unit(xs[labels == k][:10]).reshape(-1, 1, 8, 8))
                for k in range(10)])  # fmt: skip
@@ -155,10 +192,14 @@ def main() -> None:
     mask = torch.zeros(1, 8, 8)
     mask[:, :4] = 1  # the top half is known
     completions = []
+    log(json.dumps(summary))
     log("inpainting")
     t0 = time.time()
     for _ in range(2):
-        completions.append(inpaint(score_fn, sde, y, mask, steps=steps, generator=gen))
+        corr = None if args.corrector == "none" else args.corrector
+        completions.append(
+            inpaint(score_fn, sde, y, mask, steps=steps, corrector=corr, generator=gen)
+        )
     summary["inpainting_s"] = round(time.time() - t0, 1)
     assert torch.equal(completions[0][..., :4, :], y[..., :4, :])
     comp_all = torch.cat(completions)

@@ -295,7 +295,7 @@ def load_classifier(
             sigma_data=meta["sigma_data"],
         )
         clf.load_state_dict(load_file(str(p)))
-    except (KeyError, ValueError, OSError, RuntimeError) as err:
+    except Exception as err:  # safetensors raises its own error type on foreign files
         raise CLIError(
             f"{p} is not a scoresde noise-conditional classifier ({err}); write one "
             f"with 'scoresde train-classifier'"
