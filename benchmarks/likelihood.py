@@ -34,7 +34,6 @@ from torch import Tensor, nn
 
 import scoresde
 from scoresde import EDMSDE, VESDE, VPSDE, SubVPSDE
-from scoresde.likelihood import api as lk_api
 from scoresde.likelihood.divergence import score_and_trace
 from scoresde.likelihood.flow import ProbabilityFlow
 from scoresde.likelihood.rk import solve_ivp_batched
@@ -101,18 +100,23 @@ def load_kdiffusion_sampling():
     return mod, "sampling.py loaded by path (utils.append_dims stubbed; torchvision missing)"
 
 
-def kdiffusion_denoiser(score_fn, sde):
-    """k-diffusion's model(y, sigma) for the scaled variable y = x / s: y + sigma^2 grad log p."""
+def kdiffusion_denoiser(tg):
+    """k-diffusion's model(y, sigma) = E[y0 | y] for the scaled variable y = x / s (exact).
+
+    y = x / s is the data plus N(0, sigma^2) noise whatever the SDE, i.e. the EDM marginal at time
+    sigma. torchdiffeq steps past sigma_max and interpolates back, so sigma may exceed the SDE's
+    range: an EDM SDE with a huge sigma_max keeps the oracle valid there.
+    """
+    wide = EDMSDE(sigma_min=1e-9, sigma_max=1e6)
 
     def model(y: Tensor, sigma: Tensor) -> Tensor:
-        t = sde.sigma_inv(sigma)
-        s = sde.scale(t).reshape(-1, *[1] * (y.dim() - 1))
-        return y + sigma.reshape(s.shape) ** 2 * s * score_fn(s * y, t)
+        sig = sigma.reshape(-1, *[1] * (y.dim() - 1))
+        return y + sig**2 * tg.marginal_score(y, sigma, wide)
 
     return model
 
 
-def kdiffusion_loglik(kds, score_fn, sde, x, *, rtol, atol, eps=EPS, seed=0):
+def kdiffusion_loglik(kds, tg, sde, x, *, rtol, atol, eps=EPS, seed=0):
     """log p_eps(x) in x-space from k-diffusion's log_likelihood (which works on y = x/s)."""
     t0 = torch.tensor(eps, dtype=x.dtype)
     s0 = sde.scale(t0)
@@ -122,7 +126,7 @@ def kdiffusion_loglik(kds, score_fn, sde, x, *, rtol, atol, eps=EPS, seed=0):
     probe = (torch.randint_like(x, 2) * 2 - 1).reshape(1, x.shape[0], -1)
     torch.manual_seed(seed)
     ll_y, info = kds.log_likelihood(
-        kdiffusion_denoiser(score_fn, sde), x / s0, sig0, sig1, atol=atol, rtol=rtol
+        kdiffusion_denoiser(tg), x / s0, sig0, sig1, atol=atol, rtol=rtol
     )
     return ll_y - x[0].numel() * torch.log(s0), info["fevals"], probe, sig1
 
@@ -169,10 +173,13 @@ def cheapest_at(sweep, target_err):
 
 
 FORMULATIONS = {
-    "scoresde default": {},
-    "t, state x (ref. eqs)": {"_variable": "t", "_state": "x"},
-    "log sigma, state w": {"_variable": "log_sigma", "_state": "w"},
-    "t, state w": {"_variable": "t", "_state": "w"},
+    "default (asinh sigma, w, residual)": {},
+    "VP clock, w": {"_variable": "vp_time"},
+    "t, x (ref. equations)": {"_variable": "t", "_state": "x", "_residual": False},
+    "t, w": {"_variable": "t"},
+    "sigma, w": {"_variable": "sigma"},
+    "log sigma, w": {"_variable": "log_sigma"},
+    "log-SNR, w": {"_variable": "log_snr"},
 }
 
 
@@ -251,7 +258,7 @@ def part2(kds, targets, batch: int, lines: list[str]) -> None:
             z_exact = scoresde.encode(fn, sde, x, rtol=1e-10, atol=1e-10)
             kd = []
             for tol in tols:
-                ll, nfe, probe, sig1 = kdiffusion_loglik(kds, fn, sde, x, rtol=tol, atol=tol)
+                ll, nfe, probe, sig1 = kdiffusion_loglik(kds, tg, sde, x, rtol=tol, atol=tol)
                 tight = tight_with_probe(fn, sde, x, probe)
                 # k-diffusion's prior is N(0, sigma_max^2) on y = x/s
                 s1 = sde.scale(torch.tensor(sde.T, dtype=x.dtype))
@@ -297,10 +304,8 @@ def part2(kds, targets, batch: int, lines: list[str]) -> None:
 
 
 def tight_with_probe(fn, sde, x, probe):
-    """The exact ODE integral for a given Hutchinson probe (rtol=atol=1e-10)."""
-    flow = ProbabilityFlow(
-        fn, sde, tuple(x.shape[1:]), lk_api.DEFAULT_VARIABLE, lk_api.DEFAULT_STATE
-    )
+    """The exact ODE integral for a given Hutchinson probe (rtol=atol=1e-10, in log sigma)."""
+    flow = ProbabilityFlow(fn, sde, tuple(x.shape[1:]), "log_sigma", "w")
     t0 = torch.full((x.shape[0],), EPS, dtype=x.dtype)
     t1 = torch.full_like(t0, sde.T)
     state = torch.cat([flow.to_state(x, t0), x.new_zeros(x.shape[0], 1)], dim=1)
@@ -333,7 +338,11 @@ def interp_loglog(points, nfe, col):
 # ----------------------------------------------------------------------------------------------
 # 3. small MLP score model
 class MLPScore(nn.Module):
-    """score(x, t) = (s D(x, t) - x) / (s sigma)^2 with a small MLP denoiser D."""
+    """A small untrained MLP behind EDM preconditioning, as a score (Karras et al. 2022).
+
+    In ``y = x / s``: ``D = c_skip y + c_out F(c_in y, log sigma)`` with ``sigma_data = 0.5``,
+    and ``score_x = (D - y) / (s sigma^2)``: the ``1/sigma`` scale of a real network's score.
+    """
 
     def __init__(self, sde, dim: int, hidden: int = 256) -> None:
         super().__init__()
@@ -348,9 +357,12 @@ class MLPScore(nn.Module):
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         s, sig = self.sde.scale(t)[:, None], self.sde.sigma(t)[:, None]
-        h = torch.cat([x / (s * torch.sqrt(1 + sig**2)), torch.log(sig)], dim=1)
-        d = 0.5 * torch.tanh(self.net(h))
-        return (s * d - x) / (s * sig) ** 2
+        sd2 = 0.25
+        y = x / s
+        c_in = 1 / torch.sqrt(sig**2 + sd2)
+        f = self.net(torch.cat([c_in * y, torch.log(sig) / 4], dim=1))
+        d_minus_y = -(sig**2) / (sig**2 + sd2) * y + sig * 0.5 * c_in * f
+        return d_minus_y / (s * sig**2)
 
 
 def bare_eval_time(model, x, v, reps: int) -> float:
@@ -369,62 +381,71 @@ def bare_eval_time(model, x, v, reps: int) -> float:
     return time.perf_counter() - t0
 
 
+def best_of(n: int, fn, *args, **kwargs):
+    """(result, best wall time of n runs): the machine is shared, the minimum is the signal."""
+    best, out = float("inf"), None
+    for _ in range(n):
+        out, t = timed(fn, *args, **kwargs)
+        best = min(best, t)
+    return out, best
+
+
 def part3(lines: list[str], batch: int, dim: int) -> None:
-    torch.manual_seed(0)
     lines += [
-        f"### 3. Small MLP score model (d={dim}, 2 hidden layers of 256, batch {batch}, float32,"
-        " Hutchinson, 1 thread)",
+        f"### 3. MLP score models (d={dim}, 2 hidden layers, EDM-preconditioned, untrained; batch"
+        f" {batch}, float32, Hutchinson 1 probe, 1 thread)",
         "",
-        "Accuracy is against a tight scoresde solve with the same probe (rtol=atol=1e-8, float64)."
-        " Evaluation overhead = (scoresde wall time / batched calls) / (bare forward + one VJP "
-        "at the full batch).",
+        "Accuracy is against a tight solve with the same probe (rtol=atol=1e-10, float64 copy of"
+        " the model). (c) uses the loosest rtol (sweep 1e-3..1e-6) whose mean error is <= (a)'s."
+        " Times are the best of 3 runs. Eval overhead = scoresde wall time per sample-evaluation"
+        " / (bare forward + one VJP at the full batch, per sample): all the solver adds.",
         "",
-        "| SDE | (a) NFE | (a) s | (a) err | (c) rtol for <= (a) err | (c) NFE mean / calls | (c) s"
-        " | speed-up | eval overhead |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| SDE | hidden | (a) NFE | (a) s | (a) err | (c) rtol | (c) err | (c) NFE mean / calls |"
+        " (c) s | speed-up | eval overhead |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     torch.set_num_threads(1)
-    for sname, sde in (("VP", VPSDE()), ("VE", VESDE())):
-        model = MLPScore(sde, dim).eval()
-        x = 0.5 * torch.randn(batch, dim, generator=torch.Generator().manual_seed(3))
-        gen = torch.Generator().manual_seed(9)
-        probe = scoresde.likelihood.divergence.draw_probes(
-            "rademacher", batch, dim, 1, torch.Generator().manual_seed(9), x
-        )
-        m64 = MLPScore(sde, dim).double()
-        m64.load_state_dict(model.state_dict())
-        ref, _ = tight_with_probe(m64, sde, x.double(), probe.double())
-        (lp_a, _, _, n_a), t_a = timed(scipy_rk45_loglik, model, sde, x, probes=probe)
-        err_a = float((lp_a.double() - ref).abs().mean())
-        chosen = None
-        for rtol in (1e-3, 5e-4, 2e-4, 1e-4, 5e-5, 2e-5, 1e-5):
-            r = scoresde.log_likelihood(
-                model, sde, x, rtol=rtol, atol=rtol, generator=torch.Generator().manual_seed(9)
+    for sname, sde in (("VP", VPSDE()), ("VE", VESDE()), ("EDM", EDMSDE())):
+        for hidden in (256, 1024):
+            torch.manual_seed(0)
+            model = MLPScore(sde, dim, hidden).eval()
+            x = 0.5 * torch.randn(batch, dim, generator=torch.Generator().manual_seed(3))
+            probe = scoresde.likelihood.divergence.draw_probes(
+                "rademacher", batch, dim, 1, torch.Generator().manual_seed(9), x
             )
-            if float((r.log_prob.double() - ref).abs().mean()) <= err_a:
-                chosen = rtol
-                break
-        if chosen is None:
-            chosen = 1e-5
-        r, t_c = timed(
-            scoresde.log_likelihood,
-            model,
-            sde,
-            x,
-            rtol=chosen,
-            atol=chosen,
-            generator=torch.Generator().manual_seed(9),
-        )
-        del gen
-        reps = 50
-        t_bare = bare_eval_time(model, x, probe[0], reps)
-        overhead = (t_c / r.calls) / (t_bare / reps)
-        lines.append(
-            f"| {sname} | {n_a} | {t_a:.2f} | {err_a:.1e} | {chosen:g} | "
-            f"{r.nfe.float().mean():.0f} / {r.calls} | {t_c:.2f} | {t_a / t_c:.2f}x | "
-            f"{overhead:.2f} |"
-        )
-        print(lines[-1], flush=True)
+            m64 = MLPScore(sde, dim, hidden).double()
+            m64.load_state_dict(model.state_dict())
+            ref, _ = tight_with_probe(m64, sde, x.double(), probe.double())
+            (lp_a, _, _, n_a), t_a = best_of(3, scipy_rk45_loglik, model, sde, x, probes=probe)
+            err_a = float((lp_a.double() - ref).abs().mean())
+            chosen, err_c = 1e-6, float("nan")
+            for rtol in (1e-3, 5e-4, 2e-4, 1e-4, 5e-5, 2e-5, 1e-5, 5e-6, 2e-6, 1e-6):
+                r = scoresde.log_likelihood(
+                    model, sde, x, rtol=rtol, atol=rtol, generator=torch.Generator().manual_seed(9)
+                )
+                err_c = float((r.log_prob.double() - ref).abs().mean())
+                if err_c <= err_a:
+                    chosen = rtol
+                    break
+            r, t_c = best_of(
+                3,
+                scoresde.log_likelihood,
+                model,
+                sde,
+                x,
+                rtol=chosen,
+                atol=chosen,
+                generator=torch.Generator().manual_seed(9),
+            )
+            reps = 30
+            t_bare = bare_eval_time(model, x, probe[0], reps)
+            overhead = (t_c / float(r.nfe.sum())) / (t_bare / reps / batch)
+            lines.append(
+                f"| {sname} | {hidden} | {n_a} | {t_a:.2f} | {err_a:.1e} | {chosen:g} | "
+                f"{err_c:.1e} | {r.nfe.float().mean():.0f} / {r.calls} | {t_c:.2f} | "
+                f"{t_a / t_c:.2f}x | {overhead:.2f} |"
+            )
+            print(lines[-1], flush=True)
     lines.append("")
 
 

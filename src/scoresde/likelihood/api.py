@@ -16,7 +16,7 @@ from .rk import TABLEAUS, ODESolution, rms_norm, solve_ivp_batched
 
 __all__ = ["LikelihoodResult", "log_likelihood", "encode", "decode"]
 
-DEFAULT_VARIABLE = "vp_time"
+DEFAULT_VARIABLE = "asinh_sigma"
 """Integration variable used by the public functions (chosen by ``benchmarks/likelihood.py``)."""
 DEFAULT_STATE = "w"
 """Solver state used by the public functions (see :mod:`.flow`)."""
@@ -152,10 +152,11 @@ def log_likelihood(
         log p_eps(x) = log p_prior(z) + int_eps^T div(dx/dt) dt.
 
     The ODE runs on the normalised state ``w = x / (s(t) sqrt(1 + sigma(t)^2))`` (O(1) at every
-    noise level; ``w = x`` for VP) against the "VP clock" (the VP SDE's time at the same noise
-    level), with the unit-Gaussian part of the divergence integrated in closed form: that
-    needed the fewest evaluations at equal accuracy among ``t``, ``sigma``, ``log sigma`` and
-    log-SNR (see :mod:`scoresde.likelihood.flow` and ``benchmarks/RESULTS.md``). The result is
+    noise level; ``w = x`` for VP) against ``u = asinh(sigma(t))`` (like ``sigma`` at small noise
+    and ``log sigma`` at large noise), with the unit-Gaussian part of the divergence integrated
+    in closed form. Among ``t``, ``sigma``, ``log sigma``, log-SNR and a VP clock this needed
+    the fewest evaluations at equal accuracy over analytic targets and network-like scores
+    together (see :mod:`scoresde.likelihood.flow` and ``benchmarks/RESULTS.md``). The result is
     the density of the data at time
     ``eps`` (for VE, the data convolved with ``N(0, sigma(eps)^2)``), and it is exact only up to
     the mismatch between the prior and the true ``p_T`` and the solver tolerance.

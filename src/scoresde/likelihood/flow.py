@@ -7,12 +7,13 @@ reparameterisation ``u`` of the noise level::
     dy/du = -r(u) score(s y, t(u)),      r = s sigma (d sigma / du).
 
 Integration variables: the SDE's own time ``"t"``, ``"sigma"``, ``"log_sigma"``, the log-SNR
-``"log_snr"`` (``-2 log sigma``), and ``"vp_time"``: the time at which the standard VP SDE
-(``beta`` linear from 0.1 to 20) reaches noise level ``sigma``, i.e. the root ``u`` of
-``0.1 u + 9.95 u^2 = log(1 + sigma^2)``. That clock is ``~ sigma^2`` at small noise,
-``~ sqrt(log sigma)`` at large noise and ``log sigma``-like in between, so it spends few steps
-where the flow barely moves; whatever the SDE, it needed the fewest evaluations at equal
-accuracy (``benchmarks/RESULTS.md``). For VP it *is* the SDE's time.
+``"log_snr"`` (``-2 log sigma``), ``"asinh_sigma"`` (``u = asinh(sigma)``: ``~ sigma`` at small
+noise, ``~ log(2 sigma)`` at large noise) and ``"vp_time"`` (the time at which the standard VP SDE,
+``beta`` linear from 0.1 to 20, reaches ``sigma``: ``~ sigma^2`` at small noise). ``asinh_sigma``
+is the default: it stays smooth both for scores that are bounded as ``sigma -> 0`` (smooth
+densities, where ``vp_time`` is best) and for network scores that grow like ``eps_hat / sigma``
+(where ``vp_time`` and VP's own ``t`` have a square-root singularity at ``sigma = 0``) -- see
+``benchmarks/RESULTS.md``.
 
 The solver's state is ``w = y / k(t)`` for a normaliser ``k``: ``"x"`` (``k = 1/s``, the data
 itself, the reference formulation), ``"y"`` (``k = 1``) or ``"w"`` (``k = sqrt(1 + sigma^2)``:
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -44,9 +46,9 @@ from .._checks import check_choice
 from ..sde import SDE, ScoreFn
 from .divergence import score_and_trace
 
-__all__ = ["VARIABLES", "STATES", "ProbabilityFlow"]
+__all__ = ["VARIABLES", "STATES", "ProbabilityFlow", "Frame"]
 
-VARIABLES = ("t", "sigma", "log_sigma", "log_snr", "vp_time")
+VARIABLES = ("t", "sigma", "log_sigma", "log_snr", "vp_time", "asinh_sigma")
 """Integration variables of the PF ODE."""
 STATES = ("x", "y", "w")
 """Solver states: the data ``x``, ``y = x / s`` or ``w = y / sqrt(1 + sigma^2)``."""
@@ -64,6 +66,17 @@ def _vp_sigma(u: Tensor) -> Tensor:
     return torch.sqrt(torch.expm1(_VP_B0 * u + 0.5 * (_VP_B1 - _VP_B0) * u * u))
 
 
+class Frame(NamedTuple):
+    """Coefficients at one ``u``: ``x = m w``, ``dw/du = -a score - b w``, ``dA/du = c tr + c0``."""
+
+    t: Tensor
+    m: Tensor
+    a: Tensor
+    b: Tensor
+    c: Tensor
+    c0: Tensor
+
+
 @dataclass
 class ProbabilityFlow:
     """The PF ODE of ``sde`` driven by ``score_fn`` in ``variable`` with solver state ``state``.
@@ -75,7 +88,7 @@ class ProbabilityFlow:
     score_fn: ScoreFn
     sde: SDE
     event_shape: tuple[int, ...]
-    variable: str = "vp_time"
+    variable: str = "asinh_sigma"
     state: str = "w"
     residual: bool = True
 
@@ -101,19 +114,15 @@ class ProbabilityFlow:
             return torch.log(sigma)
         if self.variable == "vp_time":
             return _vp_time(sigma)
+        if self.variable == "asinh_sigma":
+            return torch.asinh(sigma)
         return -2.0 * torch.log(sigma)
 
     def t_of_u(self, u: Tensor) -> Tensor:
         """The time at integration variable ``u``."""
         if self.variable == "t":
             return u
-        if self.variable == "sigma":
-            return self.sde.sigma_inv(u)
-        if self.variable == "log_sigma":
-            return self.sde.sigma_inv(torch.exp(u))
-        if self.variable == "vp_time":
-            return self.sde.sigma_inv(_vp_sigma(u))
-        return self.sde.sigma_inv(torch.exp(-0.5 * u))
+        return self.sde.sigma_inv(self._sigma_of_u(u, u))
 
     def _dsigma_du(self, t: Tensor, sigma: Tensor) -> Tensor:
         if self.variable == "t":
@@ -125,22 +134,45 @@ class ProbabilityFlow:
         if self.variable == "vp_time":  # d sigma/du = beta(u) (1 + sigma^2) / (2 sigma)
             beta = torch.sqrt(_VP_B0**2 + 2 * (_VP_B1 - _VP_B0) * torch.log1p(sigma * sigma))
             return beta * (1.0 + sigma * sigma) / (2.0 * sigma)
+        if self.variable == "asinh_sigma":
+            return torch.sqrt(1.0 + sigma * sigma)
         return -0.5 * sigma
 
-    def _coefficients(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``(r, s, d log k / du)`` at time ``t``: ``dw/du = -(r/k) score - w dlogk``."""
+    def _sigma_of_u(self, u: Tensor, t: Tensor) -> Tensor:
+        """``sigma`` at ``u`` (``t`` is only used for ``variable="t"``)."""
+        if self.variable == "t":
+            return self.sde.sigma(t)
+        if self.variable == "sigma":
+            return u
+        if self.variable == "log_sigma":
+            return torch.exp(u)
+        if self.variable == "vp_time":
+            return _vp_sigma(u)
+        if self.variable == "asinh_sigma":
+            return torch.sinh(u)
+        return torch.exp(-0.5 * u)
+
+    def frame(self, u: Tensor) -> Frame:
+        """All per-sample coefficients at ``u`` (computed once per evaluation)."""
         sde = self.sde
-        s, sigma = sde.scale(t), sde.sigma(t)
+        if self.variable == "t":
+            t, sigma = u, sde.sigma(u)
+        else:
+            sigma = self._sigma_of_u(u, u)
+            t = sde.sigma_inv(sigma)
+        s = sde.scale(t)
         dsig = self._dsigma_du(t, sigma)
         rate = s * sigma * dsig
+        one_plus = 1.0 + sigma * sigma
         if self.state == "y":
-            dlogk = torch.zeros_like(sigma)
+            k, dlogk = torch.ones_like(sigma), torch.zeros_like(sigma)
         elif self.state == "w":
-            dlogk = sigma * dsig / (1.0 + sigma * sigma)
+            k, dlogk = torch.sqrt(one_plus), sigma * dsig / one_plus
         else:
             dt_du = torch.ones_like(sigma) if self.variable == "t" else dsig / sde.sigma_deriv(t)
-            dlogk = -sde.f(t) * dt_du
-        return rate, s, dlogk
+            k, dlogk = 1.0 / s, -sde.f(t) * dt_du
+        offset = -self.dim * rate / (s * one_plus) if self.residual else torch.zeros_like(s)
+        return Frame(t, s * k, rate / k, dlogk, -rate * s, offset)
 
     def _k(self, t: Tensor) -> Tensor:
         sde = self.sde
@@ -176,17 +208,15 @@ class ProbabilityFlow:
     # right-hand sides
     def drift(self, rows: Tensor, u: Tensor, w: Tensor) -> Tensor:
         """``dw/du`` for the state ``w`` (no divergence): encode/decode."""
-        t = self.t_of_u(u)
-        rate, s, dlogk = self._coefficients(t)
-        k = self._k(t)
-        x = (w * (s * k)[:, None]).reshape(w.shape[0], *self.event_shape)
-        score = self.score_fn(x, t)
+        fr = self.frame(u)
+        x = (w * fr.m[:, None]).reshape(w.shape[0], *self.event_shape)
+        score = self.score_fn(x, fr.t)
         if not isinstance(score, Tensor) or score.shape != x.shape:
             got = tuple(score.shape) if isinstance(score, Tensor) else type(score).__name__
             raise ValueError(
                 f"score_fn must return a tensor shaped like x {tuple(x.shape)}, got {got}"
             )
-        return -(rate / k)[:, None] * score.reshape(w.shape) - dlogk[:, None] * w
+        return -fr.a[:, None] * score.reshape(w.shape) - fr.b[:, None] * w
 
     def drift_and_divergence(self, probes: Tensor | None) -> _WithDivergence:
         """The right-hand side of the augmented state ``[w, A]`` using ``probes``."""
@@ -202,15 +232,14 @@ class _WithDivergence:
     def __call__(self, rows: Tensor, u: Tensor, state: Tensor) -> Tensor:
         flow = self.flow
         w = state[:, :-1]
-        t = flow.t_of_u(u)
-        rate, s, dlogk = flow._coefficients(t)
-        k = flow._k(t)
-        x = (w * (s * k)[:, None]).reshape(w.shape[0], *flow.event_shape)
-        probes = None if self.probes is None else self.probes[:, rows]
-        score, tr = score_and_trace(flow.score_fn, x, t, probes)
-        dw = -(rate / k)[:, None] * score.reshape(w.shape) - dlogk[:, None] * w
-        div = -rate * s * tr
-        if flow.residual:
-            sigma = flow.sde.sigma(t)
-            div = div - flow.dim * rate / (s * (1.0 + sigma * sigma))
-        return torch.cat([dw, div[:, None]], dim=1)
+        fr = flow.frame(u)
+        x = (w * fr.m[:, None]).reshape(w.shape[0], *flow.event_shape)
+        probes = self.probes
+        if probes is not None and rows.numel() != probes.shape[1]:
+            probes = probes[:, rows]  # only the unfinished samples' own probes
+        score, tr = score_and_trace(flow.score_fn, x, fr.t, probes)
+        out = torch.empty_like(state)
+        torch.mul(score.reshape(w.shape), -fr.a[:, None], out=out[:, :-1])
+        out[:, :-1].sub_(fr.b[:, None] * w)
+        out[:, -1] = fr.c * tr + fr.c0
+        return out

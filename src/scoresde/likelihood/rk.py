@@ -253,14 +253,16 @@ def solve_ivp_batched(
             acc = ks[0] * tab.a[i][0]
             for j in range(1, i):
                 if tab.a[i][j] != 0.0:
-                    acc = acc + ks[j] * tab.a[i][j]
-            yi = y + hs * acc
+                    acc.add_(ks[j], alpha=tab.a[i][j])
+            yi = torch.addcmul(y, hs, acc)
             if i == tab.stages - 1:
                 y_new = yi  # FSAL: the last stage sits at the propagated solution
             ks.append(f(rows, u + direction * h * tab.c[i], yi))
-        err = sum(k * e for k, e in zip(ks, tab.e, strict=True) if e != 0.0)
-        assert isinstance(err, Tensor)
-        err = hs * err
+        err = ks[0] * tab.e[0]
+        for k, e in zip(ks[1:], tab.e[1:], strict=True):
+            if e != 0.0:
+                err.add_(k, alpha=e)
+        err.mul_(hs)
         scale = atol + rtol * torch.maximum(y.abs(), y_new.abs())
         r = norm(err / scale)
         ok = r <= 1.0  # NaN compares False: a non-finite step is rejected
