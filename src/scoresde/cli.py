@@ -626,8 +626,11 @@ def _load_plugins() -> None:
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as err:
-            if err.name is None or not mod.startswith(err.name):
-                raise
+            if err.name is not None and mod.startswith(err.name):
+                continue  # the plugin does not exist (yet)
+            print(f"scoresde: warning: could not load {mod}: {_one_line(err)}", file=sys.stderr)
+        except Exception as err:  # a broken plugin must not break the other commands
+            print(f"scoresde: warning: could not load {mod}: {_one_line(err)}", file=sys.stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:

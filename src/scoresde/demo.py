@@ -33,7 +33,7 @@ from .metrics import sliced_wasserstein
 from .sampling import sample
 from .train import TrainConfig, Trainer, read_metrics
 
-__all__ = ["DemoResult", "run_demo", "classifier_report", "ClassifierReport"]
+__all__ = ["DemoResult", "run_demo", "demo_threads", "classifier_report", "ClassifierReport"]
 
 
 @dataclass
@@ -124,6 +124,20 @@ def _sample(trainer: Trainer, n: int, steps: int, seed: int, keep: int) -> tuple
     return to_data(res.samples), snaps
 
 
+def demo_threads() -> int:
+    """Threads for the demo: the idle cores (at least 1, at most 2).
+
+    Small networks gain little from more threads, and on a busy machine extra OpenMP threads
+    wait on each other and can make a step many times slower.
+    """
+    cores = os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0]
+    except (AttributeError, OSError):  # pragma: no cover - platforms without getloadavg
+        busy = 0.0
+    return max(1, min(2, cores - int(busy + 0.5)))
+
+
 def run_demo(
     out: str | os.PathLike[str] = "runs/demo",
     *,
@@ -134,11 +148,20 @@ def run_demo(
     """Run the demo (see the module docstring) and print its quality figures.
 
     ``quick=True`` runs the same pipeline with a few steps (seconds; poor samples), for tests.
+    Uses one or two threads (see :func:`demo_threads`).
     """
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(demo_threads())
+    try:
+        return _run(Path(out), quick=quick, seed=seed, verbose=verbose)
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _run(out: Path, *, quick: bool, seed: int, verbose: bool) -> DemoResult:
     from sklearn.linear_model import LogisticRegression
 
     start = time.perf_counter()
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     say = print if verbose else (lambda *a, **k: None)
     scale = 0.02 if quick else 1.0
@@ -147,7 +170,7 @@ def run_demo(
     _fresh_run_dir(out / "moons")
     toy_cfg = TrainConfig(
         data="moons", out=str(out / "moons"), data_kwargs={"n": 20000, "seed": seed},
-        sde="vp", steps=max(20, int(2500 * scale)), batch_size=256, lr=2e-3, warmup_steps=100,
+        sde="vp", steps=max(20, int(1500 * scale)), batch_size=256, lr=2e-3, warmup_steps=100,
         ema_decay=0.995, model_kwargs={"hidden": 128, "depth": 3}, log_every=25,
         ckpt_every=100000, sample_n=0, tensorboard=False, seed=seed, device="cpu",
         progress=verbose,
@@ -155,7 +178,7 @@ def run_demo(
     say("[1/2] moons: MLP, VP SDE")
     toy = _train(toy_cfg)
     n_toy = 500 if quick else 2000
-    steps_toy = 20 if quick else 300
+    steps_toy = 20 if quick else 200
     toy_x, toy_snaps = _sample(toy, n_toy, steps_toy, seed + 1, keep=6)
     held = load_dataset("moons", split="test", n=2 * n_toy, seed=seed).tensors()
     gen = torch.Generator().manual_seed(seed + 2)
@@ -180,7 +203,7 @@ def run_demo(
     _fresh_run_dir(out / "digits")
     dig_cfg = TrainConfig(
         data="digits", out=str(out / "digits"), sde="edm", model="unet",
-        model_kwargs={"channels": 16, "num_res_blocks": 1}, steps=max(10, int(1500 * scale)),
+        model_kwargs={"channels": 16, "num_res_blocks": 1}, steps=max(10, int(1200 * scale)),
         batch_size=64, lr=2e-3, warmup_steps=100, ema_decay=0.995, log_every=25,
         ckpt_every=100000, sample_n=0, tensorboard=False, seed=seed, device="cpu",
         progress=verbose,
@@ -188,7 +211,7 @@ def run_demo(
     say("[2/2] digits 8x8: U-Net, EDM SDE and preconditioning")
     dig = _train(dig_cfg)
     n_dig = 64 if quick else 256
-    dig_x, dig_snaps = _sample(dig, n_dig, 20 if quick else 200, seed + 4, keep=6)
+    dig_x, dig_snaps = _sample(dig, n_dig, 20 if quick else 150, seed + 4, keep=6)
     train_img = load_dataset("digits", split="train")
     test_img = ((load_dataset("digits", split="test").tensors() + 1) / 2).clamp(0, 1)
     train01 = (train_img.tensors() + 1) / 2
@@ -230,7 +253,7 @@ def run_demo(
         f"coverage TV from uniform: samples {rep_s.class_tv:.3f}, test {rep_t.class_tv:.3f}"
     )
     say(f"wrote {', '.join(str(p) for p in files.values())}")
-    say(f"demo finished in {result.seconds:.0f} s")
+    say(f"demo finished in {result.seconds:.0f} s ({torch.get_num_threads()} thread(s))")
     if not math.isfinite(sw):
         raise RuntimeError("the demo produced non-finite samples")
     return result

@@ -68,7 +68,7 @@ def scatter_compare(
     """Scatter the first two coordinates of ``data`` beside ``samples`` on the same axes."""
     d, s = _points(data, "data"), _points(samples, "samples")
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(8, 4), sharex=True, sharey=True)
+    fig, axes = plt.subplots(1, 2, figsize=(8, 4), sharex=True, sharey=True, layout="constrained")
     x0, x1, y0, y1 = _limits(d, s)
     for ax, pts, title, colour in zip(
         axes, (d, s), titles, ("tab:blue", "tab:orange"), strict=True

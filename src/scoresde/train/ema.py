@@ -30,6 +30,11 @@ class EMA:
         self.warmup = bool(warmup)
         self.num_updates = 0
         self.module = copy.deepcopy(model).eval().requires_grad_(False)
+        self._ema_params: list[Tensor] = list(self.module.parameters())
+        self._ema_buffers: list[Tensor] = list(self.module.buffers())
+        self._source: nn.Module | None = None
+        self._src_params: list[Tensor] = []
+        self._src_buffers: list[Tensor] = []
 
     def current_decay(self) -> float:
         """The decay the next :meth:`update` will use."""
@@ -41,14 +46,18 @@ class EMA:
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         """Move the average towards ``model``'s current weights; copy its buffers."""
+        if model is not self._source:  # walking the module tree every step is costly
+            self._src_params = [p.detach() for p in model.parameters()]
+            self._src_buffers = list(model.buffers())
+            if len(self._src_params) != len(self._ema_params) or len(self._src_buffers) != len(
+                self._ema_buffers
+            ):
+                raise ValueError("the EMA and the online model have different parameters")
+            self._source = model
         d = self.current_decay()
-        ema_p: list[Tensor] = list(self.module.parameters())
-        new_p: list[Tensor] = [p.detach() for p in model.parameters()]
-        if len(ema_p) != len(new_p):
-            raise ValueError("the EMA and the online model have different parameters")
-        if ema_p:
-            torch._foreach_lerp_(ema_p, new_p, 1.0 - d)
-        for b_ema, b in zip(self.module.buffers(), model.buffers(), strict=True):
+        if self._ema_params:
+            torch._foreach_lerp_(self._ema_params, self._src_params, 1.0 - d)
+        for b_ema, b in zip(self._ema_buffers, self._src_buffers, strict=True):
             b_ema.copy_(b)
         self.num_updates += 1
 

@@ -195,6 +195,7 @@ class Trainer:
         if cfg.channels_last and self.info.is_image:
             net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.net = net
+        self._params = list(net.parameters())
         self.ema = EMA(net, cfg.ema_decay, cfg.ema_warmup)
         self.model = build_score_model(cfg, self._wrap(net), self.sde, self.sigma_data)
         self.optimizer = self._make_optimizer(net)
@@ -263,7 +264,8 @@ class Trainer:
     def _make_optimizer(self, net: nn.Module) -> torch.optim.Optimizer:
         cfg = self.cfg
         opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-        extra = {"fused": True} if self.device.type == "cuda" else {}
+        # fused kernels on CUDA; the multi-tensor (foreach) implementation elsewhere
+        extra = {"fused": True} if self.device.type == "cuda" else {"foreach": True}
         return opt_cls(
             net.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, **extra
         )
@@ -424,7 +426,7 @@ class Trainer:
             loss.backward()
         norm = None
         if cfg.grad_clip is not None:
-            norm = nn.utils.clip_grad_norm_(self.net.parameters(), cfg.grad_clip, foreach=True)
+            norm = nn.utils.clip_grad_norm_(self._params, cfg.grad_clip, foreach=True)
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
