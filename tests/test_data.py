@@ -208,6 +208,10 @@ def test_unknown_names_and_missing_paths(tmp_path: Path) -> None:
         load_dataset("swiss-roll")
     with pytest.raises(ValueError, match="Did you mean 'fashion-mnist'"):
         load_dataset("fashion_mnist")
+    with pytest.raises(ValueError, match="Did you mean 'fashion-mnist'"):
+        load_dataset("mnist")
+    with pytest.raises(ValueError, match="Did you mean '8gaussians'"):
+        load_dataset("gaussians")
     with pytest.raises(FileNotFoundError, match="no such file"):
         load_dataset(tmp_path / "missing.npz")
     (tmp_path / "x.csv").write_text("1,2")

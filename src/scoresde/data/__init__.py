@@ -121,7 +121,9 @@ def _load_path(key: str, resize: Sequence[int] | int | None) -> tuple:  # type: 
     looks_like_path = any(c in key for c in "/\\.") or key.startswith("~")
     if looks_like_path:
         raise FileNotFoundError(f"no such file or folder: {path}")
-    close = difflib.get_close_matches(key, DATASETS, n=1)
+    norm = key.lower().replace("_", "-").replace(" ", "")
+    close = [name for name in DATASETS if norm and (norm in name or name in norm)]
+    close = close or difflib.get_close_matches(norm, DATASETS, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
     raise ValueError(
         f"unknown data set {key!r}: not a built-in name {list(DATASETS)} and no "
