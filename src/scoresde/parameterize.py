@@ -9,16 +9,16 @@ score. Each parameterisation below makes the score an *affine* function of the n
 
 with ``sd = sigma_data``, ``r = sqrt(sd^2 + sigma^2)`` and
 
-=================  ==========================================  ===============  ===================
-parameterisation   the network predicts                        ``skip``         ``out``
-=================  ==========================================  ===============  ===================
-``score``          the score itself                            0                1
-``scaled_score``   ``std * score`` (Song's ``scale_by_sigma``)  0                ``1 / std``
-``eps``            the noise ``z`` (DDPM): score = -z/std       0                ``-1 / std``
-``x0``             the clean data ``E[x0 | x]``                 ``-1 / std^2``   ``s / std^2``
-``v``              ``v = a z - b x0/sigma_data`` (a, b below)   ``-1/(s r)^2``   ``-sd/(r std)``
-``edm``            EDM's ``F`` (Karras et al. 2022, Table 1)    ``-1/(s r)^2``   ``+sd/(r std)``
-=================  ==========================================  ===============  ===================
+================  ====================================  ==============  ===============
+parameterisation  the network predicts                  ``skip``        ``out``
+================  ====================================  ==============  ===============
+``score``         the score itself                      0               1
+``scaled_score``  ``std * score`` (``scale_by_sigma``)  0               ``1 / std``
+``eps``           the noise ``z`` (DDPM)                0               ``-1 / std``
+``x0``            the clean data ``E[x0 | x]``          ``-1 / std^2``  ``s / std^2``
+``v``             ``v = a z - b x0 / sd``               ``-1/(s r)^2``  ``-sd/(r std)``
+``edm``           EDM's ``F`` (Karras et al. Table 1)   ``-1/(s r)^2``  ``+sd/(r std)``
+================  ====================================  ==============  ===============
 
 * ``v``: with ``a = sigma_data / r`` and ``b = sigma / r`` (``a^2 + b^2 = 1``), ``x / (s r) =
   a x0/sigma_data + b z``, so ``z = a v + b x/(s r)`` and ``score = -z / std`` (Salimans & Ho
@@ -47,6 +47,10 @@ output, ``||F - F*||^2`` with ``F* = (-z/std - skip x_t) / out`` the exact targe
 
 EDM trains with ``log sigma ~ N(P_mean, P_std^2)``; :func:`sample_training_times` draws such
 times (``method="edm"``) or uniform ones.
+
+Choice: ``edm`` and ``v`` carry the linear part of the score in ``skip``, which keeps ODE
+sampling stable where the network extrapolates (prior tails); ``eps`` with the probability-flow
+ODE can send a few tail samples far away after short training (benchmarks/parameterize.py).
 """
 
 from __future__ import annotations
