@@ -60,6 +60,16 @@ def test_counter_noise_is_standard_normal_and_prefix_stable() -> None:
     assert not torch.allclose(noise.randn((7, 4), torch.device("cpu"), torch.float64), z[:7])
 
 
+def test_counter_noise_has_no_pinned_elements_across_calls() -> None:
+    """Each element's noise over successive calls is i.i.d. standard normal (no stuck values)."""
+    noise = CounterNoise(777)
+    z = torch.stack([noise.randn((400, 2), torch.device("cpu"), torch.float64) for _ in range(300)])
+    assert float(z.mean(0).abs().max()) * 300**0.5 < 5.0  # max of 800 standard normals
+    assert float((z[1:] * z[:-1]).mean(0).abs().max()) * 299**0.5 < 5.0
+    v = z.var(0)
+    assert 0.7 < float(v.min()) and float(v.max()) < 1.35
+
+
 def test_return_info_trajectory_callback_and_progress() -> None:
     sde, target = S.VESDE(), ring2d()
     seen: list[int] = []

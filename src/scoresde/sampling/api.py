@@ -51,8 +51,17 @@ def _resolve(
     return torch.device(device), dtype
 
 
+def _start_std(sde: SDE, t0: float) -> float:
+    """The prior's std, rescaled to the noise level of a grid that starts below ``T``."""
+    if t0 >= sde.T:
+        return sde.prior_std
+    a, b = torch.tensor([t0, sde.T], dtype=torch.float64).unbind()
+    return sde.prior_std * float(sde.std(a) / sde.std(b))
+
+
 def _initial_state(
     sde: SDE,
+    t0: float,
     shape: tuple[int, ...],
     noise: CounterNoise,
     x_init: Tensor | None,
@@ -60,7 +69,7 @@ def _initial_state(
     dt: torch.dtype,
 ) -> Tensor:
     if x_init is None:
-        return noise.randn(shape, dev, dt) * sde.prior_std
+        return noise.randn(shape, dev, dt) * _start_std(sde, t0)
     check_tensor("x_init", x_init)
     if tuple(x_init.shape) != shape:
         raise ValueError(f"x_init must have shape {shape}, got {tuple(x_init.shape)}")
@@ -135,7 +144,7 @@ def sample(
         schedule = spec.schedule
     times = get_times(sde, steps, schedule, eps=eps, rho=rho, device=dev, dtype=dt)
     noise = CounterNoise.from_generator(generator)
-    x = _initial_state(sde, shape, noise, x_init, dev, dt)
+    x = _initial_state(sde, float(times[0]), shape, noise, x_init, dev, dt)
     bar = None
     if progress:
         from tqdm.auto import tqdm

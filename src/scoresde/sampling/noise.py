@@ -4,9 +4,11 @@ A stateful generator hands out noise in the order it is asked for, so sample ``i
 100 gets different noise than sample ``i`` of a batch of 10. Here every noise element is a pure
 function of ``(seed, call, n)`` where ``call`` counts the draws made during one sampling run and
 ``n = i * numel_per_sample + j`` is the element's position *within its sample's row*: a 32-bit
-integer hash (Mueller's ``0x45d9f3b`` mixer, applied twice per key) gives two uniforms, and the
-Box-Muller transform turns them into one standard normal. Everything is vectorised torch integer
-arithmetic on the target device; no Python loop over samples.
+integer hash (murmur3's ``fmix32`` finaliser, applied twice per key) gives two 24-bit uniforms,
+and the Box-Muller transform turns them into one standard normal (computed in float32, exact
+for 24-bit uniforms, then cast: the same noise in every dtype; tails are cut at 5.9 sigma).
+Everything is vectorised torch integer arithmetic on the target device; no Python loop over
+samples.
 """
 
 from __future__ import annotations
@@ -19,21 +21,25 @@ from torch import Tensor
 __all__ = ["CounterNoise"]
 
 _MASK = 0xFFFFFFFF
-_MULT = 0x45D9F3B  # < 2^31, so (x < 2^32) * _MULT never overflows int64
+_M1, _M2 = 0x85EBCA6B, 0xC2B2AE35  # murmur3's fmix32 constants
 
 
 def _mix(x: Tensor) -> Tensor:
-    """A 32-bit avalanche mixer on int64 tensors holding values in ``[0, 2^32)``."""
-    x = ((x ^ (x >> 16)) * _MULT) & _MASK
-    x = ((x ^ (x >> 16)) * _MULT) & _MASK
+    """murmur3's 32-bit finaliser on int64 tensors holding values in ``[0, 2^32)``.
+
+    The int64 products may wrap (two's complement); only their low 32 bits are kept, which
+    wrapping leaves exact.
+    """
+    x = torch.bitwise_and((x ^ (x >> 16)) * _M1, _MASK)  # (Tensor.__and__ is slow)
+    x = torch.bitwise_and((x ^ (x >> 13)) * _M2, _MASK)
     return x ^ (x >> 16)
 
 
 def _mix_int(x: int) -> int:
     """:func:`_mix` on a Python integer (for keys)."""
     x &= _MASK
-    x = ((x ^ (x >> 16)) * _MULT) & _MASK
-    x = ((x ^ (x >> 16)) * _MULT) & _MASK
+    x = ((x ^ (x >> 16)) * _M1) & _MASK
+    x = ((x ^ (x >> 13)) * _M2) & _MASK
     return x ^ (x >> 16)
 
 
@@ -50,6 +56,7 @@ class CounterNoise:
             raise ValueError(f"seed must be a non-negative integer, got {seed}")
         self.seed = int(seed)
         self.calls = 0
+        self._counters: dict[tuple[int, torch.device], Tensor] = {}
 
     @classmethod
     def from_generator(
@@ -70,16 +77,23 @@ class CounterNoise:
     ) -> Tensor:
         """The next draw of standard normals shaped ``shape`` (batch first)."""
         shape = tuple(shape)
-        per_sample = math.prod(shape[1:])
-        n = torch.arange(shape[0] * per_sample, device=device, dtype=torch.int64)
-        lo, hi = n & _MASK, n >> 32
+        total = math.prod(shape)
+        key_n = (total, device)
+        if key_n not in self._counters:
+            self._counters = {key_n: torch.arange(total, device=device, dtype=torch.int64)}
+        n = self._counters[key_n]
+        lo = torch.bitwise_and(n, _MASK)
         words = []
-        for stream in (0, 1):
+        for stream in (0, 1):  # scalar keys: broadcasting int ops is slow on CPU
             key = self._key(stream)
-            words.append(_mix(_mix(lo ^ key) ^ _mix(hi ^ (key >> 1))))
+            w = lo ^ key
+            if total > _MASK:  # the high word of very long counters
+                w = w ^ _mix((n >> 32) ^ (key >> 1))
+            # a second, independent key (keys related to the first would pin fixed counters)
+            words.append(_mix(_mix(w) ^ self._key(stream + 2)) >> 8)  # 24 random bits
         self.calls += 1
-        work = torch.float32 if device.type == "mps" else torch.float64
-        u1 = (words[0].to(work) + 0.5) * 2.0**-32
-        u2 = (words[1].to(work) + 0.5) * 2.0**-32
+        # float32 is exact for 24-bit uniforms (and float64 log is slow on some CPUs)
+        u1 = (words[0].to(torch.float32) + 0.5) * 2.0**-24
+        u2 = (words[1].to(torch.float32) + 0.5) * 2.0**-24
         z = torch.sqrt(-2.0 * torch.log(u1)) * torch.cos((2.0 * math.pi) * u2)
         return z.to(dtype).reshape(shape)

@@ -32,18 +32,29 @@ class Schedule:
             tends to ``"logsnr"``.
         eps: the final time (overrides the sampler's ``eps``).
         sigma_min: the final noise level instead of ``eps`` (mapped to time by the SDE).
+        sigma_max: start at this noise level instead of at ``T`` (the sampler then starts from
+            an isotropic Gaussian with the prior's std rescaled to that level). Useful when the
+            data scale is far below ``sigma(T)``: few-step samplers spend no step up there.
     """
 
     kind: str = "karras"
     rho: float = 7.0
     eps: float | None = None
     sigma_min: float | None = None
+    sigma_max: float | None = None
 
     def __post_init__(self) -> None:
         check_choice("schedule", self.kind, SCHEDULES)
         check_positive("rho", self.rho)
         if self.eps is not None and self.sigma_min is not None:
             raise ValueError("give either eps or sigma_min to a Schedule, not both")
+
+    def start_time(self, sde: SDE) -> float:
+        """The first time of the grid: ``T``, or the time of ``sigma_max`` (at most ``T``)."""
+        if self.sigma_max is None:
+            return sde.T
+        sig = torch.tensor(check_positive("sigma_max", self.sigma_max), dtype=torch.float64)
+        return min(float(sde.sigma_inv(sig)), sde.T)
 
     def end_time(self, sde: SDE, eps: float | None) -> float | None:
         """The final time this schedule asks for (``eps`` when it fixes none)."""
@@ -80,7 +91,9 @@ def get_times(
         return times
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    t_start = sde.T
     if isinstance(schedule, Schedule):
+        t_start = schedule.start_time(sde)
         eps, rho, schedule = schedule.end_time(sde, eps), schedule.rho, schedule.kind
     if schedule is not None and not isinstance(schedule, str):
         raise TypeError(
@@ -89,10 +102,10 @@ def get_times(
         )
     name = check_choice("schedule", schedule or sde.default_schedule, SCHEDULES)
     t_end = float(sde.eps if eps is None else eps)
-    if not 0 < t_end < sde.T:
-        raise ValueError(f"eps must lie in (0, T) = (0, {sde.T}), got {t_end}")
+    if not 0 < t_end < t_start:
+        raise ValueError(f"eps must lie in (0, T) = (0, {t_start}), got {t_end}")
     u = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
-    t_hi = torch.tensor(sde.T, dtype=torch.float64)
+    t_hi = torch.tensor(t_start, dtype=torch.float64)
     t_lo = torch.tensor(t_end, dtype=torch.float64)
     if name == "uniform":
         times = t_hi + u * (t_lo - t_hi)
