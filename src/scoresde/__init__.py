@@ -18,7 +18,7 @@ from .inverse import colorize, inpaint
 from .likelihood import LikelihoodResult, bits_per_dim, decode, dequantize, encode, log_likelihood
 from .losses import dsm_loss
 from .parameterize import ScoreModel
-from .sampling import available_samplers, get_times, sample
+from .sampling import SampleResult, Schedule, available_samplers, get_times, sample
 from .sde import EDMSDE, SDE, VESDE, VPSDE, AffineSDE, Marginal, ReverseSDE, SubVPSDE
 from .train import TrainConfig, Trainer, load_trained
 
@@ -34,6 +34,8 @@ __all__ = [
     "ReverseSDE",
     "Marginal",
     "sample",
+    "SampleResult",
+    "Schedule",
     "available_samplers",
     "get_times",
     "dsm_loss",
