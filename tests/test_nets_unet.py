@@ -176,3 +176,23 @@ def test_attention_placed_at_the_same_sizes_down_and_up() -> None:
         )(x, torch.zeros(2)).shape
         == x.shape
     )
+
+
+def test_small_unet_fits_a_few_digits() -> None:
+    """Wiring check: 40 Adam steps on 16 digits at fixed noise cut the EDM loss by half (to ~0.26)."""
+    from scoresde.data import load_dataset
+
+    torch.manual_seed(0)
+    x0 = load_dataset("digits", n=16).tensors()
+    g = torch.Generator().manual_seed(0)
+    t = torch.exp(torch.linspace(-2.0, 1.0, 16))  # EDM noise levels 0.14 .. 2.7
+    z = torch.randn(x0.shape, generator=g)
+    model = ScoreModel(UNet.small(1, 8, channels=16), S.EDMSDE(), "edm")
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first = float(model.loss(x0, t=t, noise=z).detach())
+    for _ in range(40):
+        loss = model.loss(x0, t=t, noise=z)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(model.loss(x0, t=t, noise=z).detach()) < 0.5 * first
