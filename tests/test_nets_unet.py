@@ -179,7 +179,7 @@ def test_attention_placed_at_the_same_sizes_down_and_up() -> None:
 
 
 def test_small_unet_fits_a_few_digits() -> None:
-    """Wiring check: 40 Adam steps on 16 digits at fixed noise cut the EDM loss by half (to ~0.26)."""
+    """Wiring check: 40 Adam steps on 16 digits at fixed noise halve the EDM loss (~0.26x)."""
     from scoresde.data import load_dataset
 
     torch.manual_seed(0)
