@@ -70,10 +70,7 @@ def _initial_state(
 ) -> Tensor:
     if x_init is None:
         return noise.randn(shape, dev, dt) * _start_std(sde, t0)
-    check_tensor("x_init", x_init)
-    if tuple(x_init.shape) != shape:
-        raise ValueError(f"x_init must have shape {shape}, got {tuple(x_init.shape)}")
-    return x_init.to(device=dev, dtype=dt)
+    return x_init.to(device=dev, dtype=dt)  # checked by the caller
 
 
 @torch.no_grad()
@@ -96,6 +93,7 @@ def sample(
     progress: bool = False,
     return_trajectory: bool = False,
     return_info: bool = False,
+    batch_size: int | None = None,
     **options: Any,
 ) -> Any:
     """Draw samples by integrating the reverse SDE / probability-flow ODE from the prior.
@@ -128,6 +126,11 @@ def sample(
         return_trajectory: also keep the state after every step (implies a
             :class:`SampleResult`).
         return_info: return a :class:`SampleResult` (samples, NFE, times) instead of a tensor.
+        batch_size: draw at most this many samples at a time (peak memory independent of
+            ``shape[0]``); with a fixed step grid the samples are bit-identical to one batch
+            with the same generator state (counter-based noise with a per-chunk sample offset;
+            the adaptive ``ode`` sampler's steps depend on the batch, so it agrees only to its
+            tolerance). ``nfe`` then counts the calls of all chunks. Default: one batch.
         **options: options of the chosen sampler (see its docstring).
 
     Returns:
@@ -142,34 +145,87 @@ def sample(
     dev, dt = _resolve(device, dtype, generator, x_init)
     if schedule is None:
         schedule = spec.schedule
+        if callable(schedule):  # a sampler's step-count-dependent preference
+            schedule = schedule(steps)
     times = get_times(sde, steps, schedule, eps=eps, rho=rho, device=dev, dtype=dt)
     noise = CounterNoise.from_generator(generator)
-    x = _initial_state(sde, float(times[0]), shape, noise, x_init, dev, dt)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=times.numel() - 1, desc=sampler, leave=False)
-    user_cb = callback
-
-    def on_step(state: dict[str, Any]) -> None:
-        if bar is not None:
-            bar.update(1)
-        if user_cb is not None:
-            user_cb(state)
-
-    ctx = Context(score_fn, sde, generator, on_step if (bar or user_cb) else None, noise=noise)
-    if return_trajectory:
-        ctx.trajectory = [x.clone()]
-    try:
-        x = spec.fn(ctx, x, times, **options)
-        if spec.denoise if denoise is None else denoise:
-            x = ctx.denoise(x, times[-1])
-            ctx.report(times.numel() - 1, torch.zeros_like(times[-1]), x)
-    finally:
-        if bar is not None:
-            bar.close()
+    if batch_size is not None:
+        _check_batch_size(batch_size)
+    if x_init is not None:
+        check_tensor("x_init", x_init)
+        if tuple(x_init.shape) != shape:
+            raise ValueError(f"x_init must have shape {shape}, got {tuple(x_init.shape)}")
+    chunk = shape[0] if batch_size is None else min(batch_size, shape[0])
+    parts, trajs, nfe = [], [], 0
+    for start in range(0, shape[0], chunk):
+        rows = (min(chunk, shape[0] - start), *shape[1:])
+        part_noise = noise if start == 0 else CounterNoise(noise.seed, offset=start)
+        part_init = None if x_init is None else x_init[start : start + rows[0]]
+        x = _initial_state(sde, float(times[0]), rows, part_noise, part_init, dev, dt)
+        run = _Run(spec, score_fn, sde, generator, callback, progress, return_trajectory)
+        x, calls, traj = run(x, times, part_noise, denoise, options)
+        parts.append(x)
+        trajs.append(traj)
+        nfe += calls
+    x = parts[0] if len(parts) == 1 else torch.cat(parts)
     if not (return_info or return_trajectory):
         return x
-    traj = torch.stack(ctx.trajectory) if ctx.trajectory is not None else None
-    return SampleResult(x, ctx.nfe, times, traj)
+    traj = None if trajs[0] is None else torch.cat(trajs, dim=1)  # type: ignore[arg-type]
+    return SampleResult(x, nfe, times, traj)
+
+
+def _check_batch_size(batch_size: object) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+        raise TypeError(f"batch_size must be a positive int or None, got {batch_size!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int or None, got {batch_size}")
+
+
+@dataclass
+class _Run:
+    """One batch through the sampler: its context, progress bar and optional trajectory."""
+
+    spec: Any
+    score_fn: ScoreFn
+    sde: SDE
+    generator: torch.Generator | None
+    callback: Callable[[dict[str, Any]], None] | None
+    progress: bool
+    return_trajectory: bool
+
+    def __call__(
+        self,
+        x: Tensor,
+        times: Tensor,
+        noise: CounterNoise,
+        denoise: bool | None,
+        options: dict[str, Any],
+    ) -> tuple[Tensor, int, Tensor | None]:
+        """Integrate ``x`` over ``times``; return the samples, the NFE and the trajectory."""
+        spec, bar = self.spec, None
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=times.numel() - 1, desc=spec.name, leave=False)
+        user_cb = self.callback
+
+        def on_step(state: dict[str, Any]) -> None:
+            if bar is not None:
+                bar.update(1)
+            if user_cb is not None:
+                user_cb(state)
+
+        cb = on_step if (bar or user_cb) else None
+        ctx = Context(self.score_fn, self.sde, self.generator, cb, noise=noise)
+        if self.return_trajectory:
+            ctx.trajectory = [x.clone()]
+        try:
+            x = spec.fn(ctx, x, times, **options)
+            if spec.denoise if denoise is None else denoise:
+                x = ctx.denoise(x, times[-1])
+                ctx.report(times.numel() - 1, torch.zeros_like(times[-1]), x)
+        finally:
+            if bar is not None:
+                bar.close()
+        traj = torch.stack(ctx.trajectory) if ctx.trajectory is not None else None
+        return x, ctx.nfe, traj

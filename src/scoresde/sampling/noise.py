@@ -49,12 +49,18 @@ class CounterNoise:
     Args:
         seed: a non-negative integer; two instances with the same seed produce the same
             sequence of draws.
+        offset: the global index of the first sample of every draw: a batch drawn with
+            ``offset=k`` equals rows ``k, k+1, ...`` of a larger batch drawn with ``offset=0``
+            (how :func:`scoresde.sample` keeps chunked sampling identical to one batch).
     """
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, offset: int = 0) -> None:
         if seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed}")
+        if offset < 0:
+            raise ValueError(f"offset must be a non-negative integer, got {offset}")
         self.seed = int(seed)
+        self.offset = int(offset)
         self.calls = 0
         self._counters: dict[tuple[int, torch.device], Tensor] = {}
 
@@ -78,16 +84,19 @@ class CounterNoise:
         """The next draw of standard normals shaped ``shape`` (batch first)."""
         shape = tuple(shape)
         total = math.prod(shape)
+        start = self.offset * (total // shape[0]) if shape and shape[0] else 0
         key_n = (total, device)
         if key_n not in self._counters:
-            self._counters = {key_n: torch.arange(total, device=device, dtype=torch.int64)}
+            self._counters = {
+                key_n: torch.arange(start, start + total, device=device, dtype=torch.int64)
+            }
         n = self._counters[key_n]
         lo = torch.bitwise_and(n, _MASK)
         words = []
         for stream in (0, 1):  # scalar keys: broadcasting int ops is slow on CPU
             key = self._key(stream)
             w = lo ^ key
-            if total > _MASK:  # the high word of very long counters
+            if start + total > _MASK:  # the high word of very long counters
                 w = w ^ _mix((n >> 32) ^ (key >> 1))
             # a second, independent key (keys related to the first would pin fixed counters)
             words.append(_mix(_mix(w) ^ self._key(stream + 2)) >> 8)  # 24 random bits
