@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -138,6 +139,7 @@ def log_likelihood(
     probe: str = "rademacher",
     eps: float = 1e-5,
     generator: torch.Generator | None = None,
+    batch_size: int | None = None,
     _variable: str = DEFAULT_VARIABLE,
     _state: str = DEFAULT_STATE,
     _norm_kind: str = DEFAULT_NORM,
@@ -179,6 +181,9 @@ def log_likelihood(
             the noise level, so ``eps = 1e-5`` means ``sigma = 1e-5``, below EDM's training range
             ``sigma >= sde.eps = 0.002``; pass ``eps=sde.eps`` there with a trained network.
         generator: source of the Hutchinson probes.
+        batch_size: solve at most this many samples at a time (peak memory independent of
+            ``B``). Each sample has its own adaptive steps, so the result does not depend on the
+            chunking (up to the probes, which are drawn per chunk from ``generator``).
 
     Returns:
         :class:`LikelihoodResult` with ``log_prob`` (nats, ``(B,)``), ``latent``, ``nfe``.
@@ -193,6 +198,22 @@ def log_likelihood(
         raise ValueError(f"probes must be >= 1, got {probes}")
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    if batch_size is not None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
+        if x.shape[0] > batch_size:
+            kw: dict[str, Any] = dict(rtol=rtol, atol=atol, method=method, probes=probes)
+            kw.update(divergence=divergence)
+            kw.update(probe=probe, eps=eps, generator=generator, _variable=_variable)
+            kw.update(_state=_state, _norm_kind=_norm_kind, _residual=_residual)
+            parts = [log_likelihood(score_fn, sde, xb, **kw) for xb in x.split(batch_size)]
+            return LikelihoodResult(
+                torch.cat([r.log_prob for r in parts]),
+                torch.cat([r.latent for r in parts]),
+                torch.cat([r.nfe for r in parts]),
+                sum(r.calls for r in parts),
+                torch.cat([r.prior_log_prob for r in parts]),
+            )
     flow = ProbabilityFlow(score_fn, sde, tuple(x.shape[1:]), _variable, _state, _residual)
     t0, t1 = _times(sde, x, eps)
     v = None
