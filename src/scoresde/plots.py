@@ -68,7 +68,7 @@ def scatter_compare(
     """Scatter the first two coordinates of ``data`` beside ``samples`` on the same axes."""
     d, s = _points(data, "data"), _points(samples, "samples")
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(8, 4), sharex=True, sharey=True, layout="constrained")
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.4), sharex=True, sharey=True, layout="constrained")
     x0, x1, y0, y1 = _limits(d, s)
     for ax, pts, title, colour in zip(
         axes, (d, s), titles, ("tab:blue", "tab:orange"), strict=True
@@ -154,7 +154,7 @@ def trajectory_plot(
     plt = _pyplot()
     k = len(snapshots)
     is_image = snapshots[0].dim() == 4
-    fig, axes = plt.subplots(1, k, figsize=(2.3 * k, 2.5), squeeze=False)
+    fig, axes = plt.subplots(1, k, figsize=(2.3 * k, 2.7), squeeze=False, layout="constrained")
     axes = axes[0]
     if is_image:
         for ax, x, t in zip(axes, snapshots, times, strict=True):

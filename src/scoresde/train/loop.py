@@ -202,6 +202,7 @@ class Trainer:
         self.amp_dtype = _autocast_dtype(cfg.precision, self.device)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         self.step = 0
+        self.notes: list[str] = []
         self._gen = torch.Generator(device=self.device)
         self._aug_gen = torch.Generator(device=self.device)
         self._aug_gen.manual_seed(_rank_seed(cfg.seed, self.dist.rank) + 1)
@@ -347,6 +348,11 @@ class Trainer:
             _set_rng_state(mine, self.device)
             self._aug_gen.set_state(mine["aug"])
         else:  # different process count: a fresh, deterministic per-rank stream
+            self.notes.append(
+                f"note: the checkpoint was written by {state['world_size']} process(es), this run "
+                f"has {self.dist.world_size}; data order and loss noise continue exactly, the "
+                f"per-rank random streams (dropout, augmentation) are reseeded"
+            )
             _seed_all(_rank_seed(self.cfg.seed, self.dist.rank) + self.step)
             self._aug_gen.manual_seed(_rank_seed(self.cfg.seed, self.dist.rank) + self.step)
         self.resumed_from = ckpt.path
@@ -480,7 +486,8 @@ class Trainer:
             enabled=info.is_main,
         )
         if info.is_main:
-            logger.message(self.describe())
+            for line in [self.describe(), *self.notes]:
+                logger.message(line)
         sync_every = 1 if (not info.distributed and self.device.type == "cpu") else cfg.log_every
         history: list[tuple[int, float]] = []
         last_ckpt: Path | None = None
