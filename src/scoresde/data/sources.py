@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import os
 import struct
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -189,20 +190,32 @@ def load_array_file(path: str | Path) -> Loaded:
     """
     path = Path(path)
     labels = None
-    if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as archive:
-            keys = list(archive.keys())
-            key = next((k for k in _DATA_KEYS if k in keys), keys[0] if len(keys) == 1 else None)
-            if key is None:
-                raise ValueError(
-                    f"{path} holds arrays {keys}; name the samples one of {list(_DATA_KEYS)}"
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as archive:
+                keys = list(archive.keys())
+                key = next(
+                    (k for k in _DATA_KEYS if k in keys), keys[0] if len(keys) == 1 else None
                 )
-            arr = archive[key]
-            lkey = next((k for k in _LABEL_KEYS if k in keys and k != key), None)
-            if lkey is not None:
-                labels = torch.from_numpy(np.asarray(archive[lkey]).astype(np.int64))
-    else:
-        arr = np.load(path, allow_pickle=False)
+                if key is None:
+                    raise ValueError(
+                        f"{path} holds arrays {keys}; name the samples one of {list(_DATA_KEYS)}"
+                    )
+                arr = archive[key]
+                lkey = next((k for k in _LABEL_KEYS if k in keys and k != key), None)
+                if lkey is not None:
+                    labels = torch.from_numpy(np.asarray(archive[lkey]).astype(np.int64))
+        else:
+            arr = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
+        if str(path) in str(err):  # our own message
+            raise
+        raise ValueError(
+            f"cannot read {path} as a NumPy array file (numeric .npy/.npz; pickled or object "
+            f"arrays are refused): {' '.join(str(err).split()[:12])}"
+        ) from None
     data, levels = _array_samples(arr, path)
     return data, labels, levels
 

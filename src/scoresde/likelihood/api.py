@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._checks import check_choice, check_positive, check_tensor
+from .._checks import check_choice, check_device, check_positive, check_tensor
 from ..sde import SDE, ScoreFn
 from .divergence import draw_probes
 from .flow import ProbabilityFlow
@@ -57,6 +57,8 @@ def _check_common(
         raise TypeError(f"score_fn must be callable score_fn(x, t), got {type(score_fn).__name__}")
     if not isinstance(sde, SDE):
         raise TypeError(f"sde must be a scoresde.SDE, got {type(sde).__name__}")
+    if isinstance(x, Tensor):
+        check_device(f"{name}'s device", x.device)
     check_tensor(name, x, min_dim=2)
     if x.shape[0] == 0 or x[0].numel() == 0:
         raise ValueError(

@@ -9,7 +9,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._checks import check_tensor
+from .._checks import (
+    check_device,
+    check_float_dtype,
+    check_generator,
+    check_output,
+    check_shape,
+    check_tensor,
+)
 from ..sde import SDE, ScoreFn
 from .base import Context, get_sampler
 from .noise import CounterNoise
@@ -46,9 +53,17 @@ def _resolve(
         )
     if dtype is None:
         dtype = x_init.dtype if x_init is not None else torch.get_default_dtype()
-    if not dtype.is_floating_point:
-        raise TypeError(f"dtype must be a floating-point dtype, got {dtype}")
-    return torch.device(device), dtype
+    return check_device("device", device), check_float_dtype("dtype", dtype)
+
+
+class _CheckedScore:
+    """``score_fn`` whose every output is checked to be a tensor shaped like ``x`` (no sync)."""
+
+    def __init__(self, fn: ScoreFn) -> None:
+        self.fn = fn
+
+    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
+        return check_output("score_fn", self.fn(x, t), x)
 
 
 def _start_std(sde: SDE, t0: float) -> float:
@@ -138,11 +153,21 @@ def sample(
         ``return_info`` or ``return_trajectory`` is set.
     """
     spec = get_sampler(sampler)
+    if not callable(score_fn):
+        raise TypeError(f"score_fn must be callable score_fn(x, t), got {type(score_fn).__name__}")
+    if not isinstance(sde, SDE):
+        raise TypeError(f"sde must be a scoresde.SDE, got {type(sde).__name__}")
     spec.check(sde, options)
-    shape = tuple(int(s) for s in shape)
-    if len(shape) < 1 or any(s < 1 for s in shape):
-        raise ValueError(f"shape must be (B, ...) with positive sizes, got {shape}")
+    shape = check_shape("shape", shape)
+    check_generator("generator", generator)
+    if x_init is not None:
+        if isinstance(x_init, Tensor):
+            check_device("x_init's device", x_init.device)
+        check_tensor("x_init", x_init)
+        if tuple(x_init.shape) != shape:
+            raise ValueError(f"x_init must have shape {shape}, got {tuple(x_init.shape)}")
     dev, dt = _resolve(device, dtype, generator, x_init)
+    score_fn = _CheckedScore(score_fn)
     if schedule is None:
         schedule = spec.schedule
         if callable(schedule):  # a sampler's step-count-dependent preference
@@ -151,10 +176,6 @@ def sample(
     noise = CounterNoise.from_generator(generator)
     if batch_size is not None:
         _check_batch_size(batch_size)
-    if x_init is not None:
-        check_tensor("x_init", x_init)
-        if tuple(x_init.shape) != shape:
-            raise ValueError(f"x_init must have shape {shape}, got {tuple(x_init.shape)}")
     chunk = shape[0] if batch_size is None else min(batch_size, shape[0])
     parts, trajs, nfe = [], [], 0
     for start in range(0, shape[0], chunk):
@@ -168,6 +189,11 @@ def sample(
         trajs.append(traj)
         nfe += calls
     x = parts[0] if len(parts) == 1 else torch.cat(parts)
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(
+            f"sampler {sampler!r} produced NaN or infinite values: score_fn returned non-finite "
+            "values, or the steps are unstable here (try more steps, another sampler or float64)"
+        )
     if not (return_info or return_trajectory):
         return x
     traj = None if trajs[0] is None else torch.cat(trajs, dim=1)  # type: ignore[arg-type]

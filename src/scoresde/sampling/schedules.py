@@ -48,6 +48,9 @@ class Schedule:
         check_positive("rho", self.rho)
         if self.eps is not None and self.sigma_min is not None:
             raise ValueError("give either eps or sigma_min to a Schedule, not both")
+        lo, hi = self.sigma_min, self.sigma_max
+        if lo is not None and hi is not None and not check_positive("sigma_min", lo) < hi:
+            raise ValueError(f"Schedule needs sigma_min < sigma_max, got {lo} and {hi}")
 
     def start_time(self, sde: SDE) -> float:
         """The first time of the grid: ``T``, or the time of ``sigma_max`` (at most ``T``)."""

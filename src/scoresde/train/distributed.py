@@ -43,6 +43,8 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         dev = torch.device(name)
     except RuntimeError as err:
         raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:K") from err
+    if dev.type == "meta":
+        raise ValueError("device 'meta' holds no values; use auto, cpu, cuda or cuda:K")
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(
