@@ -53,18 +53,13 @@ def write_png(path: Path, rows: list[tuple[str, torch.Tensor]]) -> None:
 
     n = rows[0][1].shape[0]
     fig, axes = plt.subplots(len(rows), n, figsize=(n * 0.7, len(rows) * 0.8))
-    cmap = plt.get_cmap("gray_r").copy()
-    cmap.set_bad("tab:red")
     for r, (title, imgs) in enumerate(rows):
         for c in range(n):
             ax = axes[r, c]
-            ax.imshow(
-                np.ma.masked_invalid(imgs[c, 0].numpy()),
-                cmap=cmap,
-                vmin=0,
-                vmax=1,
-                interpolation="nearest",
-            )
+            v = imgs[c, 0].double()
+            rgb = (1.0 - v.nan_to_num(0.0))[..., None].expand(8, 8, 3).clone()
+            rgb[v.isnan()] = torch.tensor([0.85, 0.15, 0.15], dtype=rgb.dtype)  # missing: red
+            ax.imshow(rgb.clamp(0, 1).numpy(), interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
         axes[r, 0].set_ylabel(title, rotation=0, ha="right", va="center", fontsize=8)
