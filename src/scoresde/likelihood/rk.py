@@ -293,7 +293,7 @@ def solve_ivp_batched(
             )
             if rows.numel() == 0:
                 return ODESolution(out, nfe, f.calls, steps, rejected)
-        tiny = h < 1e-14 * torch.maximum(u.abs(), (end - u).abs())
+        tiny = h < 4 * torch.finfo(h.dtype).eps * torch.maximum(u.abs(), end.abs())
         if bool(tiny.any()):
             bad = int(rows[tiny][0])
             raise RuntimeError(
