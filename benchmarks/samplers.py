@@ -155,6 +155,8 @@ def run_ours(
     steps = steps_for(nfe, per_step, denoise)
     if schedule is None:
         schedule = S.sampling.get_sampler(sampler).schedule
+        if callable(schedule):
+            schedule = schedule(steps)
     t0 = float(S.get_times(model.sde, steps, schedule, dtype=torch.float64)[0])
     x_init = start_noise(n, model.target.dim, seed) * t0  # EDM SDE: std(t) = t
     res = S.sample(
@@ -455,10 +457,15 @@ def overhead(
 
     sde = S.EDMSDE(SIGMA_MIN, SIGMA_MAX)
     out: dict[str, float] = {}
+
+    def score(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """A stable score from the MLP (its output as a denoiser): (D - x) / sigma^2."""
+        return (mlp(x, t) - x) / (t[:, None] ** 2)
+
     for name in ("euler", "dpm_solver", "heun", "euler_maruyama", "ddim"):
         out[f"scoresde:{name}"] = timed(
             lambda name=name: S.sample(
-                mlp,
+                score,
                 sde,
                 (batch, 2),
                 sampler=name,

@@ -88,7 +88,8 @@ class SamplerSpec:
     denoise: bool = False
     """Whether a final Tweedie step to noise level 0 is taken unless ``denoise=`` says."""
     schedule: Any = None
-    """Preferred step schedule (name or :class:`Schedule`); ``None`` means the SDE's default."""
+    """Preferred step schedule: a name, a :class:`Schedule`, a function of ``steps`` returning
+    one, or ``None`` for the SDE's default."""
     description: str = ""
     """One line for the documentation table."""
 
