@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from ._checks import check_choice, check_tensor
+from ._checks import check_choice, check_generator, check_output, check_tensor
 from .sde import SDE, ScoreFn, bcast
 
 __all__ = ["dsm_loss", "WEIGHTINGS", "EPS_TRAIN"]
@@ -53,20 +53,16 @@ def dsm_loss(
         t = eps + (sde.T - eps) * u
     else:
         t = sde.time(t, x0)
+    check_generator("generator", generator)
     if noise is None:
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-    elif noise.shape != x0.shape:
+    elif check_tensor("noise", noise).shape != x0.shape:
         raise ValueError(
             f"noise must have the shape of x0 {tuple(x0.shape)}, got {tuple(noise.shape)}"
         )
     mean, std = sde.marginal(x0, t)
     x_t = mean + bcast(std, x0) * noise
-    score = score_fn(x_t, t)
-    if score.shape != x0.shape:
-        raise ValueError(
-            f"score_fn returned shape {tuple(score.shape)}, "
-            f"expected the data shape {tuple(x0.shape)}"
-        )
+    score = check_output("score_fn", score_fn(x_t, t), x0)
     if weighting == "sigma2":  # lambda = std^2: || std * s + z ||^2
         per = (bcast(std, x0) * score + noise).flatten(1).pow(2).sum(1)
     else:
