@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+
 import pytest
 
 import scoresde as S
@@ -26,3 +28,24 @@ def any_sde(request: pytest.FixtureRequest) -> S.SDE:
 def std_sde(request: pytest.FixtureRequest) -> S.SDE:
     """The four named SDEs of the public contract."""
     return SDE_FACTORIES[request.param]()
+
+
+@pytest.fixture(scope="session")
+def fuzz_cases(pytestconfig: pytest.Config) -> collections.Counter[str]:
+    """Counter of the fuzz cases tried (by suite); reported in the terminal summary."""
+    counter: collections.Counter[str] = collections.Counter()
+    pytestconfig.stash[_FUZZ_KEY] = counter
+    return counter
+
+
+_FUZZ_KEY = pytest.StashKey[collections.Counter]()
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    """Print the number of fuzz cases tried (tests/test_fuzz*.py)."""
+    counter = config.stash.get(_FUZZ_KEY, None)
+    if counter:
+        parts = ", ".join(f"{k}: {v}" for k, v in sorted(counter.items()))
+        terminalreporter.write_line(f"fuzz cases tried: {sum(counter.values())} ({parts})")
