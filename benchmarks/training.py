@@ -58,14 +58,21 @@ def bare_loop(
     shape: tuple,
     name: str,
     foreach: bool | None = None,
+    ema_clip: bool = False,
 ) -> tuple[float, float]:
-    """Seconds (cpu, wall) of ``steps`` plain PyTorch steps of the same network and loss."""
+    """Seconds (cpu, wall) of ``steps`` plain PyTorch steps of the same network and loss.
+
+    ``ema_clip`` adds what the trainer does by default, written by hand: gradient-norm
+    clipping at 1 and an EMA update (``torch._foreach_lerp_``) after each step.
+    """
     torch.manual_seed(0)
     net = net_for_data(shape, name, **net_kwargs)
     sde = VPSDE()
     model = ScoreModel(net, sde, "eps", sigma_data=float(data.std()))
     opt = torch.optim.Adam(net.parameters(), lr=1e-3, foreach=foreach)
     gen = torch.Generator().manual_seed(1)
+    params = list(net.parameters())
+    ema = [p.detach().clone() for p in params]
     c0, w0 = time.process_time(), time.perf_counter()
     for _ in range(steps):
         idx = torch.randint(len(data), (batch,), generator=gen)
@@ -75,7 +82,12 @@ def bare_loop(
         loss = model.loss(x0, weighting="sigma2", t=t, noise=z)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        if ema_clip:
+            torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=True)
         opt.step()
+        if ema_clip:
+            with torch.no_grad():
+                torch._foreach_lerp_(ema, [p.detach() for p in params], 0.001)
     return time.process_time() - c0, time.perf_counter() - w0
 
 
@@ -98,11 +110,11 @@ def trainer_run(
 def overhead(quick: bool) -> list[dict]:
     cases = [
         ("MLP 128x3, 2-D, batch 256", "mlp", {"hidden": 128, "depth": 3}, (2,), 256, 300),
-        ("MLP 512x4, 2-D, batch 512", "mlp", {"hidden": 512, "depth": 4}, (2,), 512, 120),
+        ("MLP 512x4, 2-D, batch 512", "mlp", {"hidden": 512, "depth": 4}, (2,), 512, 40),
         ("U-Net ch16 1 block, 8x8, batch 64", "unet", {"channels": 16, "num_res_blocks": 1},
-         (1, 8, 8), 64, 40),
+         (1, 8, 8), 64, 30),
     ]  # fmt: skip
-    reps = 1 if quick else 5
+    reps = 1 if quick else 3
     rows = []
     for label, name, kw, shape, batch, n in cases:
         n = max(10, n // 4) if quick else n
@@ -111,6 +123,8 @@ def overhead(quick: bool) -> list[dict]:
             "bare": partial(bare_loop, data, kw, batch, shape=shape, name=name),
             "bare_foreach": partial(bare_loop, data, kw, batch, shape=shape, name=name,
                                     foreach=True),
+            "bare_foreach_ema_clip": partial(bare_loop, data, kw, batch, shape=shape,
+                                             name=name, foreach=True, ema_clip=True),
             "trainer": partial(trainer_run, data, kw, batch, name=name),
         }  # fmt: skip
         res: dict[str, list[float]] = {f"{k}_{u}": [] for k in runs for u in ("cpu", "wall")}
@@ -121,7 +135,7 @@ def overhead(quick: bool) -> list[dict]:
                 res[f"{key}_wall"].append((w2 - w1) / n)
         med = {k: statistics.median(v) for k, v in res.items()}
         r = {"case": label, **med}
-        for ref in ("bare", "bare_foreach"):
+        for ref in ("bare", "bare_foreach", "bare_foreach_ema_clip"):
             for u in ("cpu", "wall"):
                 r[f"overhead_{ref}_{u}"] = med[f"trainer_{u}"] / med[f"{ref}_{u}"] - 1
         rows.append(r)
@@ -129,9 +143,12 @@ def overhead(quick: bool) -> list[dict]:
             f"{label}: ms/step cpu (wall): bare {1e3 * med['bare_cpu']:.3f} "
             f"({1e3 * med['bare_wall']:.3f}), bare+foreach Adam "
             f"{1e3 * med['bare_foreach_cpu']:.3f} ({1e3 * med['bare_foreach_wall']:.3f}), "
+            f"+EMA+clip {1e3 * med['bare_foreach_ema_clip_cpu']:.3f} "
+            f"({1e3 * med['bare_foreach_ema_clip_wall']:.3f}), "
             f"trainer {1e3 * med['trainer_cpu']:.3f} ({1e3 * med['trainer_wall']:.3f}); "
             f"trainer overhead cpu {100 * r['overhead_bare_cpu']:+.1f}% vs bare, "
-            f"{100 * r['overhead_bare_foreach_cpu']:+.1f}% vs bare+foreach",
+            f"{100 * r['overhead_bare_foreach_cpu']:+.1f}% vs bare+foreach, "
+            f"{100 * r['overhead_bare_foreach_ema_clip_cpu']:+.1f}% vs bare+foreach+EMA+clip",
             flush=True,
         )
     return rows
