@@ -178,3 +178,13 @@ def test_decode_of_prior_samples_follows_the_target() -> None:
     x = S.decode(tg.score_fn(sde), sde, z, rtol=1e-4, atol=1e-4)
     assert torch.allclose(x.mean(0), tg.mean(), atol=4 * 0.8 / math.sqrt(400))
     assert torch.allclose(torch.cov(x.T), tg.covariance(), atol=0.15)
+
+
+def test_chunked_solve_equals_whole_batch_also_for_hutchinson() -> None:
+    tg, sde = four_mode_mixture(), S.SubVPSDE()
+    x = tg.sample(5, torch.Generator().manual_seed(12), dtype=torch.float64)
+    fn = tg.score_fn(sde)
+    whole = S.log_likelihood(fn, sde, x, generator=torch.Generator().manual_seed(13))
+    parts = S.log_likelihood(fn, sde, x, batch_size=2, generator=torch.Generator().manual_seed(13))
+    assert torch.allclose(whole.log_prob, parts.log_prob, rtol=0, atol=1e-10)
+    assert torch.equal(whole.nfe, parts.nfe)

@@ -146,6 +146,7 @@ def log_likelihood(
     _state: str = DEFAULT_STATE,
     _norm_kind: str = DEFAULT_NORM,
     _residual: bool = True,
+    _probes: Tensor | None = None,
 ) -> LikelihoodResult:
     """Exact log-likelihood ``log p_eps(x)`` by the probability-flow ODE (seed 002).
 
@@ -208,7 +209,20 @@ def log_likelihood(
             kw.update(divergence=divergence)
             kw.update(probe=probe, eps=eps, generator=generator, _variable=_variable)
             kw.update(_state=_state, _norm_kind=_norm_kind, _residual=_residual)
-            parts = [log_likelihood(score_fn, sde, xb, **kw) for xb in x.split(batch_size)]
+            # probes for the whole batch, drawn once: the chunking does not change any result
+            full = _probes
+            if divergence == "hutchinson" and full is None:
+                full = draw_probes(probe, x.shape[0], x[0].numel(), probes, generator, x)
+            parts = [
+                log_likelihood(
+                    score_fn,
+                    sde,
+                    xb,
+                    **kw,
+                    _probes=None if full is None else full[:, i : i + xb.shape[0]],
+                )
+                for i, xb in zip(range(0, x.shape[0], batch_size), x.split(batch_size), strict=True)
+            ]
             return LikelihoodResult(
                 torch.cat([r.log_prob for r in parts]),
                 torch.cat([r.latent for r in parts]),
@@ -220,7 +234,11 @@ def log_likelihood(
     t0, t1 = _times(sde, x, eps)
     v = None
     if divergence == "hutchinson":
-        v = draw_probes(probe, x.shape[0], flow.dim, probes, generator, x)
+        v = (
+            _probes
+            if _probes is not None
+            else draw_probes(probe, x.shape[0], flow.dim, probes, generator, x)
+        )
     state = torch.cat([flow.to_state(x, t0), x.new_zeros(x.shape[0], 1)], dim=1)
     sol = _solve_flow(
         flow, flow.drift_and_divergence(v), state, t0, t1, rtol, atol, method, _norm_kind
