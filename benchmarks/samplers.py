@@ -446,7 +446,7 @@ def overhead(
 
     def timed(fn: Callable[[], Any]) -> float:
         best = float("inf")
-        for _ in range(5):
+        for _ in range(15):
             spent[0], spent[1] = 0.0, 0
             t0 = time.perf_counter()
             with torch.no_grad():

@@ -56,6 +56,11 @@ class Context:
         s, sig = self.sde.scale(t), self.sde.sigma(t)
         return x / s + s * sig**2 * self.score(x, t)
 
+    @property
+    def active(self) -> bool:
+        """Whether anything listens to :meth:`report` (skip building reports otherwise)."""
+        return self.trajectory is not None or self.callback is not None
+
     def randn_like(self, x: Tensor) -> Tensor:
         """Standard normal noise shaped like ``x``; sample ``i`` ignores the batch size."""
         if self.noise is None:

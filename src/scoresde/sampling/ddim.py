@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from .base import Context, register
-from .edm import denoiser
+from .edm import denoiser, grid_coefficients
 
 __all__ = ["ddim"]
 
@@ -36,16 +36,17 @@ def ddim(ctx: Context, x: Tensor, times: Tensor, *, eta: float = 0.0) -> Tensor:
     (Euler in sigma on the PF ODE) and ``eta = 1`` is ancestral sampling. No data clipping.
     """
     eta = _check_eta(eta)
-    sde = ctx.sde
-    x_hat = x / sde.scale(times[0])
+    sc, sg = grid_coefficients(ctx, times)
+    x_hat = x / sc[0]
     for i in range(times.numel() - 1):
         t, t_next = times[i], times[i + 1]
-        sig, sig_next = sde.sigma(t), sde.sigma(t_next)
-        den = denoiser(ctx, x_hat, t)
+        sig, sig_next = sg[i], sg[i + 1]
+        den = denoiser(ctx, x_hat, t, sc[i], sig)
         eps_hat = (x_hat - den) / sig
         c = eta * sig_next * torch.sqrt((1.0 - (sig_next / sig) ** 2).clamp_min(0.0))
         x_hat = den + torch.sqrt(sig_next**2 - c**2) * eps_hat
         if eta > 0:
             x_hat = x_hat + c * ctx.randn_like(x_hat)
-        ctx.report(i, t_next, sde.scale(t_next) * x_hat, denoised=den)
-    return sde.scale(times[-1]) * x_hat
+        if ctx.active:
+            ctx.report(i, t_next, sc[i + 1] * x_hat, denoised=den)
+    return sc[-1] * x_hat

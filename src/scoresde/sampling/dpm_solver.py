@@ -29,7 +29,7 @@ from torch import Tensor
 
 from .._checks import check_nonnegative
 from .base import Context, register
-from .edm import denoiser
+from .edm import denoiser, grid_coefficients
 
 __all__ = ["dpm_solver", "dpm_solver_sde", "dpm_solver_step"]
 
@@ -143,15 +143,15 @@ def _run(
 ) -> Tensor:
     order = _check_order(order)
     eta = check_nonnegative("eta", eta)
-    sde = ctx.sde
-    x_hat = x / sde.scale(times[0])
-    lam_all = -torch.log(sde.sigma(times))
+    sc, sg = grid_coefficients(ctx, times)
+    x_hat = x / sc[0]
+    lam_all = list((-torch.log(torch.stack(sg))).unbind())
     n = times.numel() - 1
     dens: list[Tensor] = []
     lams: list[Tensor] = []
     den_next: Tensor | None = None
     for i in range(n):
-        den = denoiser(ctx, x_hat, times[i]) if den_next is None else den_next
+        den = denoiser(ctx, x_hat, times[i], sc[i], sg[i]) if den_next is None else den_next
         den_next = None
         dens, lams = (dens + [den])[-3:], (lams + [lam_all[i]])[-3:]
         if i == 0 and singlestep_start and order == 3 and eta == 0 and n > 1:
@@ -164,13 +164,14 @@ def _run(
             noise = ctx.randn_like(x_hat) if eta > 0 else None
             x_pred = dpm_solver_step(x_hat, lam_all[i], lam_all[i + 1], dens, lams, k, eta, noise)
             if corrector and eta == 0 and i < n - 1:
-                den_next = denoiser(ctx, x_pred, times[i + 1])
+                den_next = denoiser(ctx, x_pred, times[i + 1], sc[i + 1], sg[i + 1])
                 x_pred = corrector_step(
                     x_hat, lam_all[i], lam_all[i + 1], den_next, dens, lams, min(k + 1, order)
                 )
             x_hat = x_pred
-        ctx.report(i, times[i + 1], sde.scale(times[i + 1]) * x_hat, denoised=den)
-    return sde.scale(times[-1]) * x_hat
+        if ctx.active:
+            ctx.report(i, times[i + 1], sc[i + 1] * x_hat, denoised=den)
+    return sc[-1] * x_hat
 
 
 @register(

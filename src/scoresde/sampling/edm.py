@@ -23,32 +23,56 @@ from .base import Context, register
 __all__ = ["euler", "heun", "edm", "denoiser"]
 
 
-def denoiser(ctx: Context, x_hat: Tensor, t: Tensor) -> Tensor:
-    """``D(x_hat; sigma(t))``: Tweedie's posterior mean of the clean data."""
-    return ctx.denoise(ctx.sde.scale(t) * x_hat, t)
+def denoiser(
+    ctx: Context, x_hat: Tensor, t: Tensor, s: Tensor | None = None, sig: Tensor | None = None
+) -> Tensor:
+    """``D(x_hat; sigma(t)) = x_hat + s sigma^2 score(s x_hat, t)``: Tweedie's posterior mean.
+
+    ``s = s(t)`` and ``sig = sigma(t)`` may be passed in when already known.
+    """
+    if s is None:
+        s = ctx.sde.scale(t)
+    if sig is None:
+        sig = ctx.sde.sigma(t)
+    return x_hat + s * sig**2 * ctx.score(s * x_hat, t)
+
+
+def grid_coefficients(ctx: Context, times: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+    """``s(t_i)`` and ``sigma(t_i)`` for the whole grid, computed once (0-d tensors)."""
+    return list(ctx.sde.scale(times).unbind()), list(ctx.sde.sigma(times).unbind())
 
 
 def _ode_step(
-    ctx: Context, x_hat: Tensor, t: Tensor, t_next: Tensor, heun: bool
+    ctx: Context,
+    x_hat: Tensor,
+    t: Tensor,
+    t_next: Tensor,
+    heun: bool,
+    coef: tuple[Tensor, Tensor, Tensor, Tensor],
 ) -> tuple[Tensor, Tensor]:
-    """EDM Algorithm 1, lines 4-8: an Euler step in sigma plus the optional Heun correction."""
-    sig, sig_next = ctx.sde.sigma(t), ctx.sde.sigma(t_next)
-    den = denoiser(ctx, x_hat, t)
+    """EDM Algorithm 1, lines 4-8: an Euler step in sigma plus the optional Heun correction.
+
+    ``coef = (s, sigma, s_next, sigma_next)`` at ``t`` and ``t_next``.
+    """
+    s, sig, s_next, sig_next = coef
+    den = denoiser(ctx, x_hat, t, s, sig)
     d = (x_hat - den) / sig
     x_next = x_hat + (sig_next - sig) * d
     if heun:
-        d_next = (x_next - denoiser(ctx, x_next, t_next)) / sig_next
+        d_next = (x_next - denoiser(ctx, x_next, t_next, s_next, sig_next)) / sig_next
         x_next = x_hat + (sig_next - sig) * 0.5 * (d + d_next)
     return x_next, den
 
 
 def _run(ctx: Context, x: Tensor, times: Tensor, heun: bool) -> Tensor:
-    scale = ctx.sde.scale
-    x_hat = x / scale(times[0])
+    sc, sg = grid_coefficients(ctx, times)
+    x_hat = x / sc[0]
     for i in range(times.numel() - 1):
-        x_hat, den = _ode_step(ctx, x_hat, times[i], times[i + 1], heun)
-        ctx.report(i, times[i + 1], scale(times[i + 1]) * x_hat, denoised=den)
-    return scale(times[-1]) * x_hat
+        coef = (sc[i], sg[i], sc[i + 1], sg[i + 1])
+        x_hat, den = _ode_step(ctx, x_hat, times[i], times[i + 1], heun, coef)
+        if ctx.active:
+            ctx.report(i, times[i + 1], sc[i + 1] * x_hat, denoised=den)
+    return sc[-1] * x_hat
 
 
 @register(
@@ -118,15 +142,18 @@ def edm(
     n = times.numel() - 1
     gamma_max = min(s_churn / n, math.sqrt(2.0) - 1.0)
     sig_top = sde.sigma(torch.full_like(times[0], sde.T))
-    x_hat = x / sde.scale(times[0])
+    sc, sg = grid_coefficients(ctx, times)
+    x_hat = x / sc[0]
     for i in range(n):
-        t, t_next = times[i], times[i + 1]
-        sig = sde.sigma(t)
+        t, t_next, s, sig = times[i], times[i + 1], sc[i], sg[i]
         gamma = gamma_max if s_tmin <= float(sig) <= s_tmax else 0.0
         sig_hat = torch.minimum(sig * (1.0 + gamma), sig_top)
         if bool(sig_hat > sig):
             x_hat = x_hat + s_noise * torch.sqrt(sig_hat**2 - sig**2) * ctx.randn_like(x_hat)
             t = sde.sigma_inv(sig_hat)
-        x_hat, den = _ode_step(ctx, x_hat, t, t_next, heun=True)
-        ctx.report(i, t_next, sde.scale(t_next) * x_hat, denoised=den)
-    return sde.scale(times[-1]) * x_hat
+            s, sig = sde.scale(t), sde.sigma(t)
+        coef = (s, sig, sc[i + 1], sg[i + 1])
+        x_hat, den = _ode_step(ctx, x_hat, t, t_next, True, coef)
+        if ctx.active:
+            ctx.report(i, t_next, sc[i + 1] * x_hat, denoised=den)
+    return sc[-1] * x_hat
