@@ -13,7 +13,13 @@ def pf_drift(ctx: Context, x: Tensor, t: Tensor) -> Tensor:
     return sde.f(t) * x - 0.5 * sde.g2(t) * ctx.score(x, t)
 
 
-@register("ode_heun", order=2, stochastic=False, evals_per_step=2)
+@register(
+    "ode_heun",
+    order=2,
+    stochastic=False,
+    evals_per_step=2,
+    description="Heun (explicit trapezoid) in t on the PF ODE, any SDE",
+)
 def ode_heun(ctx: Context, x: Tensor, times: Tensor) -> Tensor:
     """``x' = x + h d(x, t_i)``; ``x <- x + h (d(x, t_i) + d(x', t_{i+1})) / 2`` (2 NFE a step)."""
     for i in range(times.numel() - 1):
