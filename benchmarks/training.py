@@ -107,7 +107,74 @@ def trainer_run(
         return time.process_time() - c0, time.perf_counter() - w0
 
 
-def overhead(quick: bool) -> list[dict]:
+def alternating(
+    data: torch.Tensor, net_kwargs: dict, batch: int, shape: tuple, name: str, steps: int
+) -> dict[str, float]:
+    """Median CPU ms per step of a bare step and a trainer step, run alternately.
+
+    A trainer step is what ``Trainer.fit`` does every step on a CPU: ``train_step`` (batch,
+    noise, loss, backward, clipping, Adam, EMA) plus the per-step NaN check; logging and
+    checkpoints happen every N steps and are left out. Alternating the two step by step makes
+    both see the same load, which the slope method cannot guarantee on a shared machine.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = TrainConfig(
+            out=tmp,
+            model=name,
+            model_kwargs=net_kwargs,
+            steps=10**6,
+            batch_size=batch,
+            lr=1e-3,
+            log_every=10**6,
+            ckpt_every=10**6,
+            sample_n=0,
+            progress=False,
+            tensorboard=False,
+            device="cpu",
+        )
+        trainer = Trainer(cfg, ArrayDataset(data, None, make_info("b", data, None, levels=None)))
+        batches = trainer._batches()
+        torch.manual_seed(0)
+        net = net_for_data(shape, name, **net_kwargs)
+        sde = VPSDE()
+        model = ScoreModel(net, sde, "eps", sigma_data=float(data.std()))
+        opts = {
+            "default": torch.optim.Adam(net.parameters(), lr=1e-3),
+            "foreach": torch.optim.Adam(net.parameters(), lr=1e-3, foreach=True),
+        }
+        gen = torch.Generator().manual_seed(1)
+        window = torch.zeros((), dtype=torch.float64)
+
+        def bare(opt: torch.optim.Optimizer) -> None:
+            idx = torch.randint(len(data), (batch,), generator=gen)
+            x0 = data[idx]
+            t = sample_training_times(sde, batch, generator=gen)
+            z = torch.randn(x0.shape, generator=gen)
+            loss = model.loss(x0, weighting="sigma2", t=t, noise=z)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        def trainer_step() -> None:
+            nonlocal window
+            loss, _ = trainer.train_step(next(batches))
+            window += loss
+            if not math.isfinite(float(window)):
+                raise RuntimeError("diverged")
+
+        times: dict[str, list[float]] = {"bare": [], "bare_foreach": [], "trainer": []}
+        for i in range(steps + 5):
+            for key, fn in (("bare", lambda: bare(opts["default"])),
+                            ("bare_foreach", lambda: bare(opts["foreach"])),
+                            ("trainer", trainer_step)):  # fmt: skip
+                c0 = time.process_time()
+                fn()
+                if i >= 5:  # warm-up
+                    times[key].append(time.process_time() - c0)
+    return {k: 1e3 * statistics.median(v) for k, v in times.items()}
+
+
+def overhead(quick: bool, alternating_only: bool = False) -> list[dict]:
     cases = [
         ("MLP 128x3, 2-D, batch 256", "mlp", {"hidden": 128, "depth": 3}, (2,), 256, 300),
         ("MLP 512x4, 2-D, batch 512", "mlp", {"hidden": 512, "depth": 4}, (2,), 512, 40),
@@ -128,13 +195,32 @@ def overhead(quick: bool) -> list[dict]:
             "trainer": partial(trainer_run, data, kw, batch, name=name),
         }  # fmt: skip
         res: dict[str, list[float]] = {f"{k}_{u}": [] for k in runs for u in ("cpu", "wall")}
-        for _ in range(reps):  # interleaved; per-step slope between n and 2n steps
+        for _ in range(0 if alternating_only else reps):  # interleaved; slope n -> 2n steps
             for key, fn in runs.items():
                 (c1, w1), (c2, w2) = fn(n), fn(2 * n)
                 res[f"{key}_cpu"].append((c2 - c1) / n)
                 res[f"{key}_wall"].append((w2 - w1) / n)
+        if alternating_only:
+            alt = alternating(data, kw, batch, shape, name, 20 if quick else 3 * n)
+            rows.append({"case": label, **{f"alt_{k}_ms": v for k, v in alt.items()}})
+            print(
+                f"{label}: alternating steps, median ms cpu: bare {alt['bare']:.3f}, "
+                f"bare+foreach {alt['bare_foreach']:.3f}, trainer {alt['trainer']:.3f}: "
+                f"trainer overhead {100 * (alt['trainer'] / alt['bare'] - 1):+.1f}% vs bare, "
+                f"{100 * (alt['trainer'] / alt['bare_foreach'] - 1):+.1f}% vs bare+foreach",
+                flush=True,
+            )
+            continue
         med = {k: statistics.median(v) for k, v in res.items()}
-        r = {"case": label, **med}
+        alt = alternating(data, kw, batch, shape, name, 20 if quick else 3 * n)
+        r = {"case": label, **med, **{f"alt_{k}_ms": v for k, v in alt.items()}}
+        print(
+            f"{label}: alternating steps, median ms cpu: bare {alt['bare']:.3f}, bare+foreach "
+            f"{alt['bare_foreach']:.3f}, trainer {alt['trainer']:.3f}: trainer overhead "
+            f"{100 * (alt['trainer'] / alt['bare'] - 1):+.1f}% vs bare, "
+            f"{100 * (alt['trainer'] / alt['bare_foreach'] - 1):+.1f}% vs bare+foreach",
+            flush=True,
+        )
         for ref in ("bare", "bare_foreach", "bare_foreach_ema_clip"):
             for u in ("cpu", "wall"):
                 r[f"overhead_{ref}_{u}"] = med[f"trainer_{u}"] / med[f"{ref}_{u}"] - 1
@@ -245,9 +331,14 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     p.add_argument("--skip-overhead", action="store_true", help="skip the overhead part")
     p.add_argument("--skip-quality", action="store_true", help="skip the quality part")
+    p.add_argument(
+        "--alternating-only",
+        action="store_true",
+        help="overhead by alternating steps only (skip the slower slope method)",
+    )
     args = p.parse_args()
     if not args.skip_overhead:
-        overhead(args.quick)
+        overhead(args.quick, args.alternating_only)
     if not args.skip_quality:
         quality(args.quick)
     if torch.cuda.is_available():
