@@ -37,7 +37,6 @@ _INT_FIELDS = (
     "batch_size",
     "warmup_steps",
     "seed",
-    "num_workers",
     "ckpt_every",
     "keep_last",
     "log_every",
@@ -140,8 +139,6 @@ class TrainConfig:
     """Seed of the data order, the loss noise and the initial weights."""
     deterministic: bool = False
     """Call ``torch.use_deterministic_algorithms(True)`` (bit-reproducible, slower on GPU)."""
-    num_workers: int = 0
-    """DataLoader workers for data sets that are not in-memory tensors."""
     ckpt_every: int = 1000
     """Write a checkpoint every this many steps (and at the end)."""
     keep_last: int = 3
@@ -193,7 +190,7 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        for name in ("warmup_steps", "sample_every", "sample_n", "num_workers", "seed"):
+        for name in ("warmup_steps", "sample_every", "sample_n", "seed"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
