@@ -91,7 +91,7 @@ def get_times(
         if not bool((times.diff() < 0).all()):
             raise ValueError("a schedule tensor must be strictly decreasing (from T towards 0)")
         sde._check_range(float(times.min()), float(times.max()))
-        return times
+        return _check_grid(sde, times)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
     t_start = sde.T
@@ -122,4 +122,20 @@ def get_times(
         l_hi, l_lo = sde.log_snr(t_hi), sde.log_snr(t_lo)
         times = sde.t_from_log_snr(l_hi + u * (l_lo - l_hi))
     times[0], times[-1] = t_hi, t_lo  # exact ends despite the round trip through sigma
-    return times.to(device=device, dtype=dtype)
+    return _check_grid(sde, times.to(device=device, dtype=dtype))
+
+
+def _check_grid(sde: SDE, times: Tensor) -> Tensor:
+    """The grid in the sampling dtype must still decrease and end at a noise level > 0."""
+    if not bool((times.diff() < 0).all()):
+        raise ValueError(
+            f"{times.numel() - 1} steps are too many for {times.dtype}: neighbouring times "
+            "round to the same value; use fewer steps or float64"
+        )
+    sig_end = sde.sigma(times[-1:])
+    if not bool((sig_end > 0).all() and torch.isfinite(sig_end).all()):
+        raise ValueError(
+            f"the noise level at eps={float(times[-1]):.3g} is {float(sig_end[0])} in "
+            f"{times.dtype}; raise eps (this SDE's default is {sde.eps})"
+        )
+    return times
