@@ -50,7 +50,9 @@ def langevin_step(
     if batch_averaged:
         noise_norm = _norm(z, True)
     else:  # the expected norm: a step size that does not depend on the noise it scales
-        noise_norm = torch.full_like(grad[:, 0].reshape(-1), math.sqrt(grad[0].numel()))
+        noise_norm = torch.full(
+            (x.shape[0],), math.sqrt(x[0].numel()), device=x.device, dtype=x.dtype
+        )
     ratio = noise_norm / _norm(grad, batch_averaged).clamp_min(1e-30)
     step = torch.minimum(2.0 * alpha * (snr * ratio) ** 2, ctx.sde.std(t) ** 2)
     step = bcast(step, x)
