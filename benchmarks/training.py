@@ -246,6 +246,7 @@ def quality(quick: bool) -> dict:
     gm = four_mode_mixture()
     x = gm.sample(50000, torch.Generator().manual_seed(1))
     steps = 600 if quick else 6000
+    cpu0 = time.process_time()
     with tempfile.TemporaryDirectory() as tmp:
         cfg = TrainConfig(out=tmp, steps=steps, batch_size=512, lr=2e-3, warmup_steps=200,
                           ema_decay=0.999, log_every=200, ckpt_every=steps, sample_n=0,
@@ -288,8 +289,11 @@ def quality(quick: bool) -> dict:
         "nll_true_same_points": true_nll,
         "entropy": entropy,
     }
+    out["cpu_s"] = time.process_time() - cpu0
     print(
-        f"quality: {steps} steps in {train_s:.0f} s; TV {rep.tv:.4f} (floor {floor.tv:.4f}), "
+        f"quality: train {train_s:.0f} s, sample {sample_s:.0f} s, likelihood {ll_s:.0f} s "
+        f"(wall), {out['cpu_s']:.0f} s CPU in all;"
+        f" {steps} steps; TV {rep.tv:.4f} (floor {floor.tv:.4f}), "
         f"Frechet {rep.frechet_weighted:.4f} (floor {floor.frechet_weighted:.4f}); test NLL "
         f"{nll:.4f} +- {nll_err:.4f} nats vs true {true_nll:.4f} on the same points "
         f"(entropy {entropy:.4f})",
