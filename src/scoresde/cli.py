@@ -113,7 +113,7 @@ def _configure_train(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--parameterization",
         choices=("auto", "score", "scaled_score", "eps", "x0", "v", "edm"),
-        help="what the network predicts (default auto: edm for --sde edm, else eps)",
+        help="what the network predicts (default auto: edm, i.e. EDM preconditioning)",
     )
     g.add_argument(
         "--weighting",

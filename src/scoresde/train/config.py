@@ -90,7 +90,7 @@ class TrainConfig:
     """Extra network options (widths, depth, attention resolutions, dropout, ...)."""
     parameterization: str = "auto"
     """Network output (see :mod:`scoresde.parameterize`): ``score``, ``scaled_score``, ``eps``,
-    ``x0``, ``v``, ``edm`` or ``auto`` (``edm`` for the EDM SDE, else ``eps``)."""
+    ``x0``, ``v``, ``edm`` or ``auto`` (``edm``, EDM preconditioning, for every SDE)."""
     sigma_data: float | None = None
     """Data standard deviation for the parameterisation (``None``: measured on the data)."""
     class_conditional: bool = False
@@ -103,7 +103,7 @@ class TrainConfig:
     parameterisation, else ``sigma2``)."""
     time_sampling: str = "auto"
     """Training times: ``uniform`` in ``[eps_train, T]``, ``edm`` (log-normal noise levels) or
-    ``auto`` (``edm`` for the EDM SDE, else ``uniform``)."""
+    ``auto`` (``edm`` for the ``edm`` parameterisation, else ``uniform``)."""
     eps_train: float = 1e-5
     """Smallest training time ``t ~ U(eps_train, T)``."""
     steps: int = 10000
@@ -307,13 +307,15 @@ class TrainConfig:
         """A copy with every ``auto`` choice that depends only on the config made explicit."""
         param = self.parameterization
         if param == "auto":
-            param = "edm" if self.sde == "edm" else "eps"
+            # edm for every SDE: eps-prediction + PF ODE throws prior-tail samples far off
+            # (benchmarks/RESULTS.md, "Parameterisations"); edm carries -x/std^2 in its skip
+            param = "edm"
         weighting = self.weighting
         if weighting == "auto":
             weighting = "natural" if param == "edm" else "sigma2"
         times = self.time_sampling
         if times == "auto":
-            times = "edm" if self.sde == "edm" else "uniform"
+            times = "edm" if param == "edm" else "uniform"
         return self.replace(parameterization=param, weighting=weighting, time_sampling=times)
 
     def structural_diff(self, other: TrainConfig) -> list[str]:
