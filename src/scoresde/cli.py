@@ -118,7 +118,7 @@ def _configure_train(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--weighting",
         choices=WEIGHTINGS,
-        help="loss weighting (default auto: natural for the edm parameterisation, else sigma2)",
+        help="loss weighting (default auto: natural for --sde edm with edm, else sigma2)",
     )
     g.add_argument(
         "--class-conditional",

@@ -99,11 +99,11 @@ class TrainConfig:
     """Probability of dropping the label in training (classifier-free guidance)."""
     weighting: str = "auto"
     """Loss weighting: ``sigma2`` (std^2), ``likelihood`` (g^2), ``none``, ``natural`` (the
-    parameterisation's own MSE; EDM's loss for ``edm``) or ``auto`` (``natural`` for the ``edm``
-    parameterisation, else ``sigma2``)."""
+    parameterisation's own MSE; EDM's loss for ``edm``) or ``auto`` (``natural`` for the EDM SDE
+    with the ``edm`` parameterisation, else ``sigma2``)."""
     time_sampling: str = "auto"
     """Training times: ``uniform`` in ``[eps_train, T]``, ``edm`` (log-normal noise levels) or
-    ``auto`` (``edm`` for the ``edm`` parameterisation, else ``uniform``)."""
+    ``auto`` (``edm`` for the EDM SDE, else ``uniform``)."""
     eps_train: float = 1e-5
     """Smallest training time ``t ~ U(eps_train, T)``."""
     steps: int = 10000
@@ -312,10 +312,12 @@ class TrainConfig:
             param = "edm"
         weighting = self.weighting
         if weighting == "auto":
-            weighting = "natural" if param == "edm" else "sigma2"
+            # EDM's own loss for the EDM SDE; elsewhere the standard sigma^2-weighted DSM loss
+            # (for the edm parameterisation that is the familiar eps-loss in score space)
+            weighting = "natural" if param == "edm" and self.sde == "edm" else "sigma2"
         times = self.time_sampling
         if times == "auto":
-            times = "edm" if param == "edm" else "uniform"
+            times = "edm" if self.sde == "edm" else "uniform"
         return self.replace(parameterization=param, weighting=weighting, time_sampling=times)
 
     def structural_diff(self, other: TrainConfig) -> list[str]:
