@@ -177,7 +177,8 @@ def sample(
     if batch_size is not None:
         _check_batch_size(batch_size)
     chunk = shape[0] if batch_size is None else min(batch_size, shape[0])
-    parts, trajs, nfe = [], [], 0
+    out: Tensor | None = None
+    trajs, nfe = [], 0
     for start in range(0, shape[0], chunk):
         rows = (min(chunk, shape[0] - start), *shape[1:])
         part_noise = noise if start == 0 else CounterNoise(noise.seed, offset=start)
@@ -185,15 +186,19 @@ def sample(
         x = _initial_state(sde, float(times[0]), rows, part_noise, part_init, dev, dt)
         run = _Run(spec, score_fn, sde, generator, callback, progress, return_trajectory)
         x, calls, traj = run(x, times, part_noise, denoise, options)
-        parts.append(x)
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError(
+                f"sampler {sampler!r} produced NaN or infinite values: score_fn returned "
+                "non-finite values, or the steps are unstable here (try more steps, another "
+                "sampler or float64)"
+            )
+        if rows[0] < shape[0]:  # chunks go straight into one preallocated result
+            if out is None:
+                out = x.new_empty(shape)
+            out[start : start + rows[0]] = x
         trajs.append(traj)
         nfe += calls
-    x = parts[0] if len(parts) == 1 else torch.cat(parts)
-    if not bool(torch.isfinite(x).all()):
-        raise ValueError(
-            f"sampler {sampler!r} produced NaN or infinite values: score_fn returned non-finite "
-            "values, or the steps are unstable here (try more steps, another sampler or float64)"
-        )
+    x = x if out is None else out
     if not (return_info or return_trajectory):
         return x
     traj = None if trajs[0] is None else torch.cat(trajs, dim=1)  # type: ignore[arg-type]
