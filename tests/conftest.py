@@ -5,9 +5,14 @@ from __future__ import annotations
 import collections
 
 import pytest
+import torch
 
 import scoresde as S
 from helpers import cosine_affine
+
+# The suite's tensors are small: one intra-op thread is faster than two and does not slow down
+# by an order of magnitude when the machine is busy (measured by several test files here).
+torch.set_num_threads(1)
 
 SDE_FACTORIES = {
     "ve": S.VESDE,
