@@ -142,9 +142,11 @@ def sample(
             :class:`SampleResult`).
         return_info: return a :class:`SampleResult` (samples, NFE, times) instead of a tensor.
         batch_size: draw at most this many samples at a time (peak memory independent of
-            ``shape[0]``); with a fixed step grid the samples are bit-identical to one batch
-            with the same generator state (counter-based noise with a per-chunk sample offset;
-            the adaptive ``ode`` sampler's steps depend on the batch, so it agrees only to its
+            ``shape[0]``); every sample gets the noise it gets in one batch (counter-based
+            noise with a per-chunk sample offset), so with a fixed step grid and a score whose
+            rows do not depend on the batch (exact scores) the samples are bit-identical; a
+            network's matrix kernels may round differently per batch size (last bits only),
+            and the adaptive ``ode`` sampler's steps depend on the batch (agrees to its
             tolerance). ``nfe`` then counts the calls of all chunks. Default: one batch.
         **options: options of the chosen sampler (see its docstring).
 
