@@ -98,7 +98,7 @@ def main() -> None:
         steps_at_kill, intact = [], True
         for _ in range(kills):
             resume = latest_checkpoint(out / "checkpoints") is not None
-            killed, _ = _train(data, out, resume, rng.uniform(0.0, ref_seconds))
+            killed, _ = _train(data, out, resume, rng.uniform(0.0, 0.8 * ref_seconds))
             last = latest_checkpoint(out / "checkpoints")
             try:
                 steps_at_kill.append(load_checkpoint(last).step if last else 0)
