@@ -279,6 +279,27 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_checkpoint_argument(p: argparse.ArgumentParser) -> None:
+    """Add the ``--ckpt DIR|FILE`` option shared by the commands that load a trained model."""
+    p.add_argument(
+        "--ckpt",
+        required=True,
+        metavar="DIR|FILE",
+        help="a run folder (newest checkpoint), a checkpoint folder, or a file in one",
+    )
+
+
+def add_runtime_arguments(p: argparse.ArgumentParser, *, raw_weights: bool = True) -> None:
+    """Add ``--device`` (and ``--raw-weights``) shared by the commands that run a model."""
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:K")
+    if raw_weights:
+        p.add_argument(
+            "--raw-weights",
+            action="store_true",
+            help="use the raw weights instead of the EMA weights",
+        )
+
+
 # ------------------------------------------------------------------------------------------------
 # sample
 
@@ -286,12 +307,7 @@ def _run_train(args: argparse.Namespace) -> int:
 def _configure_sample(p: argparse.ArgumentParser) -> None:
     from .sampling import available_samplers
 
-    p.add_argument(
-        "--ckpt",
-        required=True,
-        metavar="DIR|FILE",
-        help="a run folder (newest checkpoint), a checkpoint folder, or a file in one",
-    )
+    add_checkpoint_argument(p)
     p.add_argument("--n", type=int, required=True, metavar="N", help="number of samples")
     p.add_argument(
         "--out",
@@ -317,7 +333,6 @@ def _configure_sample(p: argparse.ArgumentParser) -> None:
         metavar="B",
         help="samples drawn per batch (default 1000; seeded samples do not depend on it)",
     )
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:K")
     p.add_argument(
         "--class",
         dest="label",
@@ -347,9 +362,7 @@ def _configure_sample(p: argparse.ArgumentParser) -> None:
         metavar="S",
         help="classifier guidance scale with --classifier (default 1)",
     )
-    p.add_argument(
-        "--raw-weights", action="store_true", help="use the raw weights instead of the EMA weights"
-    )
+    add_runtime_arguments(p)
 
 
 def _check_out(path: str, suffixes: Sequence[str]) -> Path:
@@ -428,12 +441,7 @@ def _run_sample(args: argparse.Namespace) -> int:
 
 
 def _configure_likelihood(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--ckpt",
-        required=True,
-        metavar="DIR|FILE",
-        help="a run folder (newest checkpoint), a checkpoint folder, or a file in one",
-    )
+    add_checkpoint_argument(p)
     p.add_argument(
         "--data",
         metavar="NAME|PATH",
@@ -474,10 +482,7 @@ def _configure_likelihood(p: argparse.ArgumentParser) -> None:
         default=0,
         help="seed of dequantisation noise and Hutchinson probes (default 0)",
     )
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:K")
-    p.add_argument(
-        "--raw-weights", action="store_true", help="use the raw weights instead of the EMA weights"
-    )
+    add_runtime_arguments(p)
 
 
 def _run_likelihood(args: argparse.Namespace) -> int:

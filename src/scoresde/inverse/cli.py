@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..cli import CLIError, register_command
+from ..cli import CLIError, add_checkpoint_argument, add_runtime_arguments, register_command
 from ..guidance import NoiseConditionalClassifier, classifier_guidance, train_classifier
 from ..sde import ScoreFn
 
@@ -137,12 +137,7 @@ def to_training_space(x: Tensor, data_info: dict[str, Any]) -> Tensor:
 
 
 def _configure_inpaint(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--ckpt",
-        required=True,
-        metavar="DIR|FILE",
-        help="a run folder (newest checkpoint), a checkpoint folder, or a file in one",
-    )
+    add_checkpoint_argument(p)
     p.add_argument(
         "--image",
         required=True,
@@ -177,10 +172,7 @@ def _configure_inpaint(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--snr", type=float, default=0.16, help="corrector signal-to-noise ratio")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:K")
-    p.add_argument(
-        "--raw-weights", action="store_true", help="use the raw weights instead of the EMA weights"
-    )
+    add_runtime_arguments(p)
 
 
 def _run_inpaint(args: argparse.Namespace) -> int:
@@ -335,7 +327,7 @@ def _configure_train_classifier(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hidden", type=int, default=256, help="MLP width (default 256)")
     p.add_argument("--depth", type=int, default=3, help="residual blocks (default 3)")
     p.add_argument("--seed", type=int, default=0, help="seed (default 0)")
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:K")
+    add_runtime_arguments(p, raw_weights=False)
 
 
 def _run_train_classifier(args: argparse.Namespace) -> int:
