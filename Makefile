@@ -32,7 +32,9 @@ pytest: $(STAMP)
 test: lint typecheck pytest
 
 bench: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	# peers for the comparisons; k-diffusion without its dependencies (they would replace torch)
+	$(BIN)/python -m pip install --quiet scipy torchsde diffusers
+	$(BIN)/python -m pip install --quiet --no-deps k-diffusion
 	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
 
 clean:
