@@ -27,6 +27,13 @@ def check_nonnegative(name: str, value: float) -> float:
     return value
 
 
+def check_int(name: str, value: object, minimum: int) -> int:
+    """Return ``value`` if it is an integer (not a bool) >= ``minimum``, else ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
 def check_choice(name: str, value: str, choices: Iterable[str]) -> str:
     """Return ``value`` if it is one of ``choices``; else a ``ValueError`` with a suggestion."""
     options = sorted(choices)

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ._checks import check_choice, check_tensor
+from ._checks import check_choice, check_int, check_tensor
+from .sde import bcast
 
 __all__ = ["LangevinResult", "sample", "sample_annealed"]
 
@@ -97,16 +98,6 @@ def _step_sizes(step_size: float | Tensor, x: Tensor) -> Tensor:
     return h.clone()
 
 
-def _check_int(name: str, value: int, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def _bc(c: Tensor, x: Tensor) -> Tensor:
-    return c.reshape(c.shape[0], *([1] * (x.dim() - 1)))
-
-
 def _sq(v: Tensor) -> Tensor:
     return v.reshape(v.shape[0], -1).pow(2).sum(1)
 
@@ -125,7 +116,7 @@ def _run(
     """Make ``steps`` ULA/MALA moves of every chain; return the state and accept counts ``(B,)``."""
     lp, grad = _log_prob_and_grad(log_prob_fn, x)
     accepted = torch.zeros(x.shape[0], device=x.device, dtype=x.dtype)
-    hb = _bc(h, x)
+    hb = bcast(h, x)
     for i in range(steps):
         z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         mean = x + hb * grad
@@ -139,7 +130,7 @@ def _run(
             u = torch.rand(x.shape[0], generator=generator, device=x.device, dtype=x.dtype)
             ok = (torch.log(u) < log_alpha) & torch.isfinite(lp_p)
             accepted += ok.to(x.dtype)
-            okb = _bc(ok, x)
+            okb = bcast(ok, x)
             x = torch.where(okb, prop, x)
             lp = torch.where(ok, lp_p, lp)
             grad = torch.where(okb, grad_p, grad)
@@ -188,9 +179,9 @@ def sample(
     method = check_choice("method", method, METHODS)
     x = check_tensor("x_init", x_init).detach().clone()
     h = _step_sizes(step_size, x)
-    steps = _check_int("steps", steps, 1)
-    burn_in = _check_int("burn_in", burn_in, 0)
-    keep_every = _check_int("keep_every", keep_every, 0)
+    steps = check_int("steps", steps, 1)
+    burn_in = check_int("burn_in", burn_in, 0)
+    keep_every = check_int("keep_every", keep_every, 0)
     chain: list[Tensor] | None = [] if keep_every else None
     x, acc = _run(lp_fn, x, h, steps, method == "mala", generator, burn_in, keep_every, chain)
     return _result(x, chain, acc / steps if method == "mala" else None, h)
@@ -243,7 +234,7 @@ def sample_annealed(
     method = check_choice("method", method, METHODS)
     x = check_tensor("x_init", x_init).detach().clone()
     h = _step_sizes(step_size, x)
-    steps_per_level = _check_int("steps_per_level", steps_per_level, 1)
+    steps_per_level = check_int("steps_per_level", steps_per_level, 1)
     b = torch.as_tensor(betas, dtype=torch.float64).flatten()
     if b.numel() < 1 or not bool(((b > 0) & (b <= 1)).all()) or not bool((b.diff() > 0).all()):
         raise ValueError("betas must be strictly increasing inverse temperatures in (0, 1]")

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._checks import check_choice, check_positive, check_tensor
+from .._checks import check_choice, check_int, check_positive, check_tensor
 from ..sampling.base import Context
 from ..sampling.correctors import CORRECTORS
 from ..sampling.predictors import PREDICTORS
@@ -48,12 +48,6 @@ def _check_mask(mask: Tensor | Any, y: Tensor) -> Tensor:
     return m
 
 
-def _check_steps(name: str, value: int, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
 def _impute(
     score_fn: ScoreFn,
     sde: SDE,
@@ -74,9 +68,9 @@ def _impute(
     pred = PREDICTORS[check_choice("predictor", predictor, PREDICTORS)]
     corr = CORRECTORS[check_choice("corrector", corrector, CORRECTORS)] if corrector else None
     snr = check_positive("snr", snr)
-    corrector_steps = _check_steps("corrector_steps", corrector_steps, 0)
+    corrector_steps = check_int("corrector_steps", corrector_steps, 0)
     times = get_times(
-        sde, _check_steps("steps", steps, 1), schedule, eps=eps, device=y.device, dtype=y.dtype
+        sde, check_int("steps", steps, 1), schedule, eps=eps, device=y.device, dtype=y.dtype
     )
     ctx = Context(score_fn, sde, generator, callback)
 

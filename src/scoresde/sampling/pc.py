@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from .._checks import check_choice, check_positive
+from .._checks import check_choice, check_int, check_positive
 from .base import Context, register
 from .correctors import CORRECTORS
 from .predictors import PREDICTORS
@@ -12,16 +12,6 @@ from .predictors import PREDICTORS
 __all__ = ["pc", "langevin"]
 
 _PC_OPTIONS = ("predictor", "corrector", "snr", "corrector_steps", "batch_averaged")
-
-
-def _check_steps(corrector_steps: int) -> int:
-    if (
-        isinstance(corrector_steps, bool)
-        or not isinstance(corrector_steps, int)
-        or corrector_steps < 0
-    ):
-        raise ValueError(f"corrector_steps must be an integer >= 0, got {corrector_steps!r}")
-    return corrector_steps
 
 
 def _alpha(ctx: Context, t: Tensor, t_next: Tensor | None) -> Tensor | float:
@@ -69,7 +59,7 @@ def pc(
 
         get_sampler("ancestral").check(ctx.sde, {})
     snr = check_positive("snr", snr)
-    n_corr = _check_steps(corrector_steps)
+    n_corr = check_int("corrector_steps", corrector_steps, 0)
     n = times.numel() - 1
     for i in range(n):
         t, t_next = times[i], times[i + 1]
