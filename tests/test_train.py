@@ -96,6 +96,45 @@ def test_resume_is_bit_identical(tmp_path: Path) -> None:
     assert [r["loss"] for r in rows_b] == [r["loss"] for r in rows_a]
 
 
+class _CrashAt(ArrayDataset):
+    """Raises (like a killed process) when asked for its ``at``-th batch."""
+
+    def __init__(self, data: torch.Tensor, at: int) -> None:
+        super().__init__(data, None, make_info("crash", data, None, levels=None))
+        self.at, self.calls = at, 0
+
+    def to(self, device: torch.device | str) -> _CrashAt:
+        return self
+
+    def get_batch(self, indices, generator=None):  # type: ignore[no-untyped-def]
+        self.calls += 1
+        if self.calls == self.at:
+            raise KeyboardInterrupt
+        return super().get_batch(indices, generator)
+
+
+def test_metrics_after_resume_match_uninterrupted_run(tmp_path: Path) -> None:
+    """log_every=4 is no divisor of ckpt_every=6: the rows after a resume still average the
+    same steps, after a crash (newest checkpoint at 6, row 8 redone) and after a shorter run
+    (its last row at 10 is off the grid and is reopened)."""
+    torch.manual_seed(5)
+    x = torch.randn(400, 2)
+    kw: dict[str, object] = dict(steps=24, log_every=4, ckpt_every=6, warmup_steps=5)
+    train(_cfg(tmp_path / "full", **kw), x)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(_cfg(tmp_path / "crash", **kw), _CrashAt(x, at=9)).fit()
+    train(_cfg(tmp_path / "crash", **kw), x, resume=True)
+    train(_cfg(tmp_path / "short", **{**kw, "steps": 10}), x)
+    assert read_metrics(tmp_path / "short" / "metrics.csv")[-1]["step"] == 10
+    train(_cfg(tmp_path / "short", **kw), x, resume=True)
+    cols = ("step", "loss", "lr", "grad_norm")
+    want = [[r[c] for c in cols] for r in read_metrics(tmp_path / "full" / "metrics.csv")]
+    assert [r[0] for r in want] == [4, 8, 12, 16, 20, 24]
+    for run in ("crash", "short"):
+        got = [[r[c] for c in cols] for r in read_metrics(tmp_path / run / "metrics.csv")]
+        assert got == want, run
+
+
 def test_changed_run_definition_or_missing_checkpoint_is_refused(tmp_path: Path) -> None:
     x = torch.randn(200, 2)
     train(_cfg(tmp_path / "r", steps=10), x)

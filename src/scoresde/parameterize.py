@@ -294,6 +294,24 @@ class ScoreModel(nn.Module):
             raise ValueError(
                 f"noise must have the shape of x0 {tuple(x0.shape)}, got {tuple(noise.shape)}"
             )
+        return self._loss(x0, t, noise, y, weighting, reduction)
+
+    def _loss(
+        self,
+        x0: Tensor,
+        t: Tensor,
+        noise: Tensor,
+        y: Tensor | None,
+        weighting: str,
+        reduction: str,
+    ) -> Tensor:
+        """:meth:`loss` without its checks, for the trainer's hot loop.
+
+        ``t`` must already be a ``(B,)`` tensor in ``[0, T]`` with ``x0``'s dtype and device,
+        ``noise`` of ``x0``'s shape, ``x0`` finite: the checks of :meth:`loss` read tensor
+        values, which on an accelerator waits for the device at every step.
+        """
+        sde = self.sde
         c = self.coefficients(t)
         std = sde.std(t)
         x_t = bcast(sde.scale(t), x0) * x0 + bcast(std, x0) * noise

@@ -27,6 +27,8 @@ class TrainLogger:
 
     On resume from step ``start``, rows after ``start`` (written before the interruption, and
     about to be redone) are dropped from the CSV, and TensorBoard purges its events after it.
+    With ``reopen`` the row *at* ``start`` goes too: the checkpoint carried the steps it averaged
+    (an earlier run's last row, off the ``log_every`` grid) into the resumed run's first row.
     """
 
     def __init__(
@@ -38,6 +40,7 @@ class TrainLogger:
         tensorboard: bool = True,
         progress: bool = True,
         enabled: bool = True,
+        reopen: bool = False,
     ) -> None:
         self.enabled = enabled
         self.csv_path = out / "metrics.csv"
@@ -45,7 +48,7 @@ class TrainLogger:
         self.bar: Any = None
         if not enabled:
             return
-        self._truncate(start)
+        self._truncate(start if not reopen else start - 1)
         self._fh = open(self.csv_path, "a", newline="")
         self._csv = csv.DictWriter(self._fh, fieldnames=CSV_FIELDS)
         if self._fh.tell() == 0:
@@ -53,7 +56,9 @@ class TrainLogger:
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(out / "tb"), purge_step=start if start else None)
+            # events at steps >= purge_step are hidden: keep the row at ``start`` unless reopened
+            purge = start if reopen else start + 1
+            self.writer = SummaryWriter(str(out / "tb"), purge_step=purge if start else None)
         if progress:
             from tqdm.auto import tqdm
 

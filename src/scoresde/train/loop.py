@@ -57,6 +57,7 @@ from .config import TrainConfig
 from .distributed import DistInfo, cleanup_distributed, setup_distributed
 from .ema import EMA
 from .logs import TrainLogger
+from .optim import GradClip, make_optimizer
 
 __all__ = ["Trainer", "TrainResult", "TrainingDiverged", "train"]
 
@@ -198,10 +199,22 @@ class Trainer:
         self._params = list(net.parameters())
         self.ema = EMA(net, cfg.ema_decay, cfg.ema_warmup)
         self.model = build_score_model(cfg, self._wrap(net), self.sde, self.sigma_data)
-        self.optimizer = self._make_optimizer(net)
+        self.optimizer = make_optimizer(
+            self._params,
+            cfg.optimizer,
+            lr=cfg.lr,
+            betas=cfg.betas,
+            weight_decay=cfg.weight_decay,
+            device=self.device,
+        )
+        self._clip = GradClip(self._params, cfg.grad_clip) if cfg.grad_clip is not None else None
         self.amp_dtype = _autocast_dtype(cfg.precision, self.device)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         self.step = 0
+        # the running sum of the losses since the last metrics row, and their count: kept in
+        # checkpoints so the first row after a resume averages the same steps as without one
+        self._window = torch.zeros((), device=self.device, dtype=torch.float64)
+        self._window_n = 0
         self.notes: list[str] = []
         self._gen = torch.Generator(device=self.device)
         self._aug_gen = torch.Generator(device=self.device)
@@ -262,15 +275,6 @@ class Trainer:
             wrapped = torch.compile(wrapped)  # type: ignore[assignment]
         return wrapped
 
-    def _make_optimizer(self, net: nn.Module) -> torch.optim.Optimizer:
-        cfg = self.cfg
-        opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-        # fused kernels on CUDA; the multi-tensor (foreach) implementation elsewhere
-        extra = {"fused": True} if self.device.type == "cuda" else {"foreach": True}
-        return opt_cls(
-            net.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay, **extra
-        )
-
     # -------------------------------------------------------------------------------------------
     # checkpoints
     def _meta(self) -> dict[str, Any]:
@@ -286,19 +290,21 @@ class Trainer:
             "scoresde_version": __version__,
         }
 
-    def _gather_rng(self) -> list[dict[str, Any]]:
-        mine = _rng_state(self.device)
-        mine["aug"] = self._aug_gen.get_state()
+    def _gather_rank_state(self) -> tuple[list[dict[str, Any]], list[float]]:
+        """Every rank's RNG states and running loss sum (collective when distributed)."""
+        rng = _rng_state(self.device)
+        rng["aug"] = self._aug_gen.get_state()
+        window = float(self._window)  # exact: a float64 tensor to a Python float
         if not self.dist.distributed:
-            return [mine]
-        cpu_mine = {k: (v.cpu() if isinstance(v, Tensor) else v) for k, v in mine.items()}
+            return [rng], [window]
+        cpu_rng = {k: (v.cpu() if isinstance(v, Tensor) else v) for k, v in rng.items()}
         everyone: list[Any] = [None] * self.dist.world_size
-        dist.all_gather_object(everyone, cpu_mine)
-        return everyone
+        dist.all_gather_object(everyone, (cpu_rng, window))
+        return [r for r, _ in everyone], [w for _, w in everyone]
 
     def save(self) -> Path | None:
         """Write a checkpoint of the current step (rank 0 writes; all ranks must call)."""
-        rng = self._gather_rng()
+        rng, windows = self._gather_rank_state()
         path = None
         if self.dist.is_main:
             state = {
@@ -307,6 +313,7 @@ class Trainer:
                 "scaler": self.scaler.state_dict() if self.scaler is not None else {},
                 "ema_updates": self.ema.num_updates,
                 "rng": rng,
+                "log_window": {"sums": windows, "n": self._window_n},
                 "world_size": self.dist.world_size,
                 "data_order": {
                     "epoch": self.step // self.batches_per_epoch,
@@ -342,6 +349,7 @@ class Trainer:
         if self.scaler is not None and state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
+        self._restore_log_window(state)
         rng = state["rng"]
         if state["world_size"] == self.dist.world_size:
             mine = rng[self.dist.rank]
@@ -356,6 +364,18 @@ class Trainer:
             _seed_all(_rank_seed(self.cfg.seed, self.dist.rank) + self.step)
             self._aug_gen.manual_seed(_rank_seed(self.cfg.seed, self.dist.rank) + self.step)
         self.resumed_from = ckpt.path
+
+    def _restore_log_window(self, state: dict[str, Any]) -> None:
+        """Continue the metrics row that was open at the checkpoint (none in old checkpoints)."""
+        window = state.get("log_window")
+        if not window or not window["n"]:
+            return
+        sums = [float(v) for v in window["sums"]]
+        same = state["world_size"] == self.dist.world_size
+        # another process count: every rank carries the mean, so the rank-average is unchanged
+        value = sums[self.dist.rank] if same else sum(sums) / len(sums)
+        self._window.fill_(value)
+        self._window_n = int(window["n"])
 
     # -------------------------------------------------------------------------------------------
     # one step
@@ -418,21 +438,15 @@ class Trainer:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
-            loss = self.model.loss(
-                x0,
-                y=y,
-                weighting=cfg.weighting,  # type: ignore[arg-type]
-                t=t,
-                noise=z,
-            )
+            # the unchecked loss: x0 was checked once (finite), t and z are built right here,
+            # and the checks of ScoreModel.loss would wait for the device at every step
+            loss = self.model._loss(x0, t, z, y, cfg.weighting, "mean")
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.optimizer)
         else:
             loss.backward()
-        norm = None
-        if cfg.grad_clip is not None:
-            norm = nn.utils.clip_grad_norm_(self._params, cfg.grad_clip, foreach=True)
+        norm = self._clip() if self._clip is not None else None
         if self.scaler is not None:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -484,47 +498,54 @@ class Trainer:
             tensorboard=cfg.tensorboard,
             progress=cfg.progress,
             enabled=info.is_main,
+            reopen=self._window_n > 0,
         )
         if info.is_main:
             for line in [self.describe(), *self.notes]:
                 logger.message(line)
+        # a NaN check reads the loss on the host: free on a CPU, a device sync elsewhere, so
+        # there it waits for log/checkpoint steps (a checkpoint is never written unchecked)
         sync_every = 1 if (not info.distributed and self.device.type == "cpu") else cfg.log_every
         history: list[tuple[int, float]] = []
         last_ckpt: Path | None = None
         samples: Path | None = None
-        window = torch.zeros((), device=self.device, dtype=torch.float64)
-        window_n, checked, since = 0, self.step, time.perf_counter()
+        window = self._window
+        checked, since, since_n = self.step, time.perf_counter(), 0
         last_loss = math.nan
         batches = self._batches()
         try:
             while self.step < cfg.steps:
                 loss, norm = self.train_step(next(batches))
                 window += loss
-                window_n += 1
+                self._window_n += 1
+                since_n += 1
                 logger.advance()
                 step = self.step
-                due_log = step % cfg.log_every == 0 or step == cfg.steps
+                on_grid = step % cfg.log_every == 0
+                due_log = on_grid or step == cfg.steps
                 due_ckpt = step % cfg.ckpt_every == 0 or step == cfg.steps
-                if due_log or due_ckpt or window_n % sync_every == 0:
-                    mean = self._reduce_mean(window / window_n)
-                    if not math.isfinite(mean):
+                if due_log or due_ckpt or step % sync_every == 0:
+                    total = self._reduce_mean(window)
+                    if not math.isfinite(total):
                         raise self._diverged(checked + 1, step, logger)
                     checked = step
                     if due_log:
                         now = time.perf_counter()
+                        mean = total / self._window_n
                         row = {
                             "step": step,
                             "loss": mean,
                             "lr": self._lr(step - 1),
                             "grad_norm": float(norm) if norm is not None else math.nan,
-                            "it_per_s": window_n / max(now - since, 1e-9),
+                            "it_per_s": since_n / max(now - since, 1e-9),
                             "seconds": now - start_time,
                         }
                         logger.log(row)
                         history.append((step, mean))
                         last_loss = mean
-                        window.zero_()
-                        window_n, since = 0, now
+                        if on_grid:  # a last row off the grid stays open in the checkpoint
+                            window.zero_()
+                            self._window_n, since_n, since = 0, 0, now
                 if due_ckpt:
                     last_ckpt = self.save() or last_ckpt
                 if (
