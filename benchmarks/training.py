@@ -2,12 +2,14 @@
 
 1. Overhead (CPU, one thread): per-step time of :class:`scoresde.train.Trainer` (EMA, gradient
    clipping, LR warm-up, the per-step NaN check, data order and per-step noise seeding, CSV
-   logging) against a bare loop of the *same* network and loss: random batch from an in-memory
-   tensor, ``ScoreModel.loss`` with uniform times and Gaussian noise, ``zero_grad``,
-   ``backward``, ``Adam.step`` -- with torch's default Adam (single-tensor on CPU) and with the
-   multi-tensor (``foreach``) Adam that the trainer uses on CPU. Per-step time is the slope
-   between two run lengths (so setup and the final checkpoint cancel), median of interleaved
-   repeats; both CPU time (robust on a shared box) and wall time are reported.
+   logging) against a bare loop of the *same* network and loss (the trainer's default
+   parameterisation and weighting): random batch from an in-memory tensor, ``ScoreModel.loss``
+   with uniform times and Gaussian noise, ``zero_grad``, ``backward``, ``Adam.step`` -- with
+   torch's default Adam (single-tensor on CPU), with the multi-tensor (``foreach``) Adam, and
+   ("same work") with the fused Adam the trainer uses plus the gradient clipping and EMA
+   update the trainer does, written by hand with torch's own functions. Per-step time is the
+   slope between two run lengths (so setup and the final checkpoint cancel), median of
+   interleaved repeats; both CPU time (robust on a shared box) and wall time are reported.
 2. Quality (CPU, about 3 minutes): an MLP trained on samples of the analytic 4-mode 2-D mixture
    of ``tests/helpers.py``; 20000 reverse-SDE samples give the per-mode mass TV (target <= 0.03)
    and the mass-weighted per-mode Frechet distance; the probability-flow likelihood of 2000
@@ -46,6 +48,9 @@ from scoresde.train import TrainConfig, Trainer, load_trained  # noqa: E402
 
 torch.set_num_threads(1)
 
+_DEFAULTS = TrainConfig().resolved()  # the trainer's loss: parameterisation and weighting
+PARAM, WEIGHTING = _DEFAULTS.parameterization, _DEFAULTS.weighting
+
 
 # ------------------------------------------------------------------------------------------------
 # 1. overhead
@@ -57,19 +62,20 @@ def bare_loop(
     *,
     shape: tuple,
     name: str,
-    foreach: bool | None = None,
+    adam: str = "default",
     ema_clip: bool = False,
 ) -> tuple[float, float]:
     """Seconds (cpu, wall) of ``steps`` plain PyTorch steps of the same network and loss.
 
-    ``ema_clip`` adds what the trainer does by default, written by hand: gradient-norm
-    clipping at 1 and an EMA update (``torch._foreach_lerp_``) after each step.
+    ``adam``: ``"default"``, ``"foreach"`` or ``"fused"``. ``ema_clip`` adds what the trainer
+    does by default, written by hand: gradient-norm clipping at 1 and an EMA update
+    (``torch._foreach_lerp_``) after each step.
     """
     torch.manual_seed(0)
     net = net_for_data(shape, name, **net_kwargs)
     sde = VPSDE()
-    model = ScoreModel(net, sde, "eps", sigma_data=float(data.std()))
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3, foreach=foreach)
+    model = ScoreModel(net, sde, PARAM, sigma_data=float(data.std()))  # type: ignore[arg-type]
+    opt = _adam(net.parameters(), adam)
     gen = torch.Generator().manual_seed(1)
     params = list(net.parameters())
     ema = [p.detach().clone() for p in params]
@@ -79,7 +85,7 @@ def bare_loop(
         x0 = data[idx]
         t = sample_training_times(sde, batch, generator=gen)
         z = torch.randn(x0.shape, generator=gen)
-        loss = model.loss(x0, weighting="sigma2", t=t, noise=z)
+        loss = model.loss(x0, weighting=WEIGHTING, t=t, noise=z)  # type: ignore[arg-type]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if ema_clip:
@@ -89,6 +95,11 @@ def bare_loop(
             with torch.no_grad():
                 torch._foreach_lerp_(ema, [p.detach() for p in params], 0.001)
     return time.process_time() - c0, time.perf_counter() - w0
+
+
+def _adam(params: object, kind: str) -> torch.optim.Optimizer:
+    extra = {"default": {}, "foreach": {"foreach": True}, "fused": {"fused": True}}[kind]
+    return torch.optim.Adam(params, lr=1e-3, **extra)  # type: ignore[arg-type]
 
 
 def trainer_run(
@@ -107,15 +118,23 @@ def trainer_run(
         return time.process_time() - c0, time.perf_counter() - w0
 
 
+ALT_KEYS = ("bare", "bare_foreach", "bare_same", "bare_same_unchecked", "trainer")
+"""The alternating measurement's columns (see :func:`alternating`)."""
+
+
 def alternating(
     data: torch.Tensor, net_kwargs: dict, batch: int, shape: tuple, name: str, steps: int
 ) -> dict[str, float]:
-    """Median CPU ms per step of a bare step and a trainer step, run alternately.
+    """Median CPU ms per step of bare steps and a trainer step, run alternately.
 
     A trainer step is what ``Trainer.fit`` does every step on a CPU: ``train_step`` (batch,
     noise, loss, backward, clipping, Adam, EMA) plus the per-step NaN check; logging and
-    checkpoints happen every N steps and are left out. Alternating the two step by step makes
-    both see the same load, which the slope method cannot guarantee on a shared machine.
+    checkpoints happen every N steps and are left out. The bare steps: ``bare`` (torch's
+    default Adam), ``bare_foreach`` (multi-tensor Adam), ``bare_same`` (the same work as the
+    trainer written by hand: fused Adam, ``clip_grad_norm_(foreach=True)`` at 1, an EMA
+    ``_foreach_lerp_``) and ``bare_same_unchecked`` (that with the unchecked loss the trainer
+    calls, ``ScoreModel._loss``). Alternating step by step makes all see the same load, which
+    the slope method cannot guarantee on a shared machine.
     """
     with tempfile.TemporaryDirectory() as tmp:
         cfg = TrainConfig(
@@ -137,23 +156,30 @@ def alternating(
         torch.manual_seed(0)
         net = net_for_data(shape, name, **net_kwargs)
         sde = VPSDE()
-        model = ScoreModel(net, sde, "eps", sigma_data=float(data.std()))
-        opts = {
-            "default": torch.optim.Adam(net.parameters(), lr=1e-3),
-            "foreach": torch.optim.Adam(net.parameters(), lr=1e-3, foreach=True),
-        }
+        model = ScoreModel(net, sde, PARAM, sigma_data=float(data.std()))  # type: ignore[arg-type]
+        params = list(net.parameters())
+        opts = {k: _adam(params, k) for k in ("default", "foreach", "fused")}
+        ema = [p.detach().clone() for p in params]
         gen = torch.Generator().manual_seed(1)
         window = torch.zeros((), dtype=torch.float64)
 
-        def bare(opt: torch.optim.Optimizer) -> None:
+        def bare(opt: torch.optim.Optimizer, same: bool = False, checked: bool = True) -> None:
             idx = torch.randint(len(data), (batch,), generator=gen)
             x0 = data[idx]
             t = sample_training_times(sde, batch, generator=gen)
             z = torch.randn(x0.shape, generator=gen)
-            loss = model.loss(x0, weighting="sigma2", t=t, noise=z)
+            if checked:
+                loss = model.loss(x0, weighting=WEIGHTING, t=t, noise=z)  # type: ignore[arg-type]
+            else:
+                loss = model._loss(x0, t, z, None, WEIGHTING, "mean")
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if same:
+                torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=True)
             opt.step()
+            if same:
+                with torch.no_grad():
+                    torch._foreach_lerp_(ema, [p.detach() for p in params], 0.001)
 
         def trainer_step() -> None:
             nonlocal window
@@ -162,79 +188,80 @@ def alternating(
             if not math.isfinite(float(window)):
                 raise RuntimeError("diverged")
 
-        times: dict[str, list[float]] = {"bare": [], "bare_foreach": [], "trainer": []}
+        fns = {
+            "bare": lambda: bare(opts["default"]),
+            "bare_foreach": lambda: bare(opts["foreach"]),
+            "bare_same": lambda: bare(opts["fused"], same=True),
+            "bare_same_unchecked": lambda: bare(opts["fused"], same=True, checked=False),
+            "trainer": trainer_step,
+        }
+        times: dict[str, list[float]] = {k: [] for k in ALT_KEYS}
         for i in range(steps + 5):
-            for key, fn in (("bare", lambda: bare(opts["default"])),
-                            ("bare_foreach", lambda: bare(opts["foreach"])),
-                            ("trainer", trainer_step)):  # fmt: skip
+            for key in ALT_KEYS:
                 c0 = time.process_time()
-                fn()
+                fns[key]()
                 if i >= 5:  # warm-up
                     times[key].append(time.process_time() - c0)
     return {k: 1e3 * statistics.median(v) for k, v in times.items()}
 
 
-def overhead(quick: bool, alternating_only: bool = False) -> list[dict]:
+def _print_alternating(label: str, alt: dict[str, float]) -> None:
+    ms = ", ".join(f"{k} {alt[k]:.3f}" for k in ALT_KEYS)
+    vs = ", ".join(
+        f"{100 * (alt['trainer'] / alt[k] - 1):+.1f}% vs {k}" for k in ALT_KEYS if k != "trainer"
+    )
+    print(f"{label}: alternating steps, median ms cpu: {ms}; trainer {vs}", flush=True)
+
+
+def overhead(quick: bool, alternating_only: bool = False, repeats: int = 3) -> list[dict]:
     cases = [
         ("MLP 128x3, 2-D, batch 256", "mlp", {"hidden": 128, "depth": 3}, (2,), 256, 300),
         ("MLP 512x4, 2-D, batch 512", "mlp", {"hidden": 512, "depth": 4}, (2,), 512, 40),
         ("U-Net ch16 1 block, 8x8, batch 64", "unet", {"channels": 16, "num_res_blocks": 1},
          (1, 8, 8), 64, 30),
     ]  # fmt: skip
-    reps = 1 if quick else 3
+    reps = 1 if quick else repeats
     rows = []
     for label, name, kw, shape, batch, n in cases:
         n = max(10, n // 4) if quick else n
         data = torch.randn(20000, *shape, generator=torch.Generator().manual_seed(0))
+        if alternating_only:
+            for _ in range(reps):
+                alt = alternating(data, kw, batch, shape, name, 20 if quick else 3 * n)
+                rows.append({"case": label, **{f"alt_{k}_ms": v for k, v in alt.items()}})
+                _print_alternating(label, alt)
+            continue
         runs = {
             "bare": partial(bare_loop, data, kw, batch, shape=shape, name=name),
             "bare_foreach": partial(bare_loop, data, kw, batch, shape=shape, name=name,
-                                    foreach=True),
-            "bare_foreach_ema_clip": partial(bare_loop, data, kw, batch, shape=shape,
-                                             name=name, foreach=True, ema_clip=True),
+                                    adam="foreach"),
+            "bare_same": partial(bare_loop, data, kw, batch, shape=shape, name=name,
+                                 adam="fused", ema_clip=True),
             "trainer": partial(trainer_run, data, kw, batch, name=name),
         }  # fmt: skip
         res: dict[str, list[float]] = {f"{k}_{u}": [] for k in runs for u in ("cpu", "wall")}
-        for _ in range(0 if alternating_only else reps):  # interleaved; slope n -> 2n steps
+        for _ in range(reps):  # interleaved; slope n -> 2n steps
             for key, fn in runs.items():
                 (c1, w1), (c2, w2) = fn(n), fn(2 * n)
                 res[f"{key}_cpu"].append((c2 - c1) / n)
                 res[f"{key}_wall"].append((w2 - w1) / n)
-        if alternating_only:
-            alt = alternating(data, kw, batch, shape, name, 20 if quick else 3 * n)
-            rows.append({"case": label, **{f"alt_{k}_ms": v for k, v in alt.items()}})
-            print(
-                f"{label}: alternating steps, median ms cpu: bare {alt['bare']:.3f}, "
-                f"bare+foreach {alt['bare_foreach']:.3f}, trainer {alt['trainer']:.3f}: "
-                f"trainer overhead {100 * (alt['trainer'] / alt['bare'] - 1):+.1f}% vs bare, "
-                f"{100 * (alt['trainer'] / alt['bare_foreach'] - 1):+.1f}% vs bare+foreach",
-                flush=True,
-            )
-            continue
         med = {k: statistics.median(v) for k, v in res.items()}
         alt = alternating(data, kw, batch, shape, name, 20 if quick else 3 * n)
+        _print_alternating(label, alt)
         r = {"case": label, **med, **{f"alt_{k}_ms": v for k, v in alt.items()}}
-        print(
-            f"{label}: alternating steps, median ms cpu: bare {alt['bare']:.3f}, bare+foreach "
-            f"{alt['bare_foreach']:.3f}, trainer {alt['trainer']:.3f}: trainer overhead "
-            f"{100 * (alt['trainer'] / alt['bare'] - 1):+.1f}% vs bare, "
-            f"{100 * (alt['trainer'] / alt['bare_foreach'] - 1):+.1f}% vs bare+foreach",
-            flush=True,
-        )
-        for ref in ("bare", "bare_foreach", "bare_foreach_ema_clip"):
+        for ref in ("bare", "bare_foreach", "bare_same"):
             for u in ("cpu", "wall"):
                 r[f"overhead_{ref}_{u}"] = med[f"trainer_{u}"] / med[f"{ref}_{u}"] - 1
         rows.append(r)
         print(
-            f"{label}: ms/step cpu (wall): bare {1e3 * med['bare_cpu']:.3f} "
-            f"({1e3 * med['bare_wall']:.3f}), bare+foreach Adam "
-            f"{1e3 * med['bare_foreach_cpu']:.3f} ({1e3 * med['bare_foreach_wall']:.3f}), "
-            f"+EMA+clip {1e3 * med['bare_foreach_ema_clip_cpu']:.3f} "
-            f"({1e3 * med['bare_foreach_ema_clip_wall']:.3f}), "
-            f"trainer {1e3 * med['trainer_cpu']:.3f} ({1e3 * med['trainer_wall']:.3f}); "
-            f"trainer overhead cpu {100 * r['overhead_bare_cpu']:+.1f}% vs bare, "
-            f"{100 * r['overhead_bare_foreach_cpu']:+.1f}% vs bare+foreach, "
-            f"{100 * r['overhead_bare_foreach_ema_clip_cpu']:+.1f}% vs bare+foreach+EMA+clip",
+            f"{label}: slope ms/step cpu (wall): "
+            + ", ".join(
+                f"{k} {1e3 * med[f'{k}_cpu']:.3f} ({1e3 * med[f'{k}_wall']:.3f})" for k in runs
+            )
+            + "; trainer overhead cpu "
+            + ", ".join(
+                f"{100 * r[f'overhead_{k}_cpu']:+.1f}% vs {k}" for k in runs if k != "trainer"
+            ),
             flush=True,
         )
     return rows
@@ -340,9 +367,10 @@ def main() -> None:
         action="store_true",
         help="overhead by alternating steps only (skip the slower slope method)",
     )
+    p.add_argument("--repeats", type=int, default=3, help="overhead measurements per case (median)")
     args = p.parse_args()
     if not args.skip_overhead:
-        overhead(args.quick, args.alternating_only)
+        overhead(args.quick, args.alternating_only, args.repeats)
     if not args.skip_quality:
         quality(args.quick)
     if torch.cuda.is_available():

@@ -146,6 +146,10 @@ def test_changed_run_definition_or_missing_checkpoint_is_refused(tmp_path: Path)
         Trainer(_cfg(tmp_path / "empty"), x, resume=True)
     with pytest.raises(ValueError, match="larger than the data set"):
         Trainer(_cfg(tmp_path / "big", batch_size=512), x)
+    bad = x.clone()
+    bad[7, 1] = math.nan  # checked once up front (the training step's loss is unchecked)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        Trainer(_cfg(tmp_path / "n"), ArrayDataset(bad, None, make_info("b", x, None, levels=None)))
 
 
 class _PoisonAfter(ArrayDataset):

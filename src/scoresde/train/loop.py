@@ -262,9 +262,13 @@ class Trainer:
         return ckpt
 
     def _load_data(self, data: Any) -> ArrayDataset:
-        if data is not None:
-            return as_dataset(data)
-        return load_train_data(self.cfg)
+        ds = as_dataset(data) if data is not None else load_train_data(self.cfg)
+        # checked once here: the training step uses the loss without per-batch checks
+        if ds.data.is_floating_point() and not bool(torch.isfinite(ds.data).all()):
+            raise ValueError(
+                f"training data {ds.info.name!r} contain NaN or infinite values; clean them first"
+            )
+        return ds
 
     def _wrap(self, net: nn.Module) -> nn.Module:
         wrapped: nn.Module = net
@@ -438,8 +442,8 @@ class Trainer:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
-            # the unchecked loss: x0 was checked once (finite), t and z are built right here,
-            # and the checks of ScoreModel.loss would wait for the device at every step
+            # the unchecked loss: the data were checked once (finite), t and z are built right
+            # here, and the checks of ScoreModel.loss would wait for the device at every step
             loss = self.model._loss(x0, t, z, y, cfg.weighting, "mean")
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
