@@ -17,12 +17,14 @@ from .rk import TABLEAUS, ODESolution, rms_norm, solve_ivp_batched
 
 __all__ = ["LikelihoodResult", "log_likelihood", "encode", "decode"]
 
-DEFAULT_VARIABLE = "asinh_sigma"
+DEFAULT_VARIABLE = "sigma_frac"
 """Integration variable used by the public functions (chosen by ``benchmarks/likelihood.py``)."""
 DEFAULT_STATE = "w"
 """Solver state used by the public functions (see :mod:`.flow`)."""
 DEFAULT_NORM = "rms"
 """Per-sample error norm used by the public functions (see :func:`_norm`)."""
+FIRST_STEP = 0.02
+"""Largest first step as a fraction of the ``u`` interval (see :func:`.rk._initial_step`)."""
 PI_CONTROLLER = (1.0, 0.0)
 """Step-size controller exponents ``(alpha, beta) * order``: ``h *= r^-alpha r_prev^beta``."""
 
@@ -124,6 +126,7 @@ def _solve_flow(
         method=method,
         norm=_norm(norm, flow.dim),
         pi=PI_CONTROLLER,
+        first_step=FIRST_STEP,
     )
 
 
@@ -157,11 +160,12 @@ def log_likelihood(
         log p_eps(x) = log p_prior(z) + int_eps^T div(dx/dt) dt.
 
     The ODE runs on the normalised state ``w = x / (s(t) sqrt(1 + sigma(t)^2))`` (O(1) at every
-    noise level; ``w = x`` for VP) against ``u = asinh(sigma(t))`` (like ``sigma`` at small noise
-    and ``log sigma`` at large noise), with the unit-Gaussian part of the divergence integrated
-    in closed form. Among ``t``, ``sigma``, ``log sigma``, log-SNR and a VP clock this needed
-    the fewest evaluations at equal accuracy over analytic targets and network-like scores
-    together (see :mod:`scoresde.likelihood.flow` and ``benchmarks/RESULTS.md``). The result is
+    noise level; ``w = x`` for VP) against the bounded ``u = sigma / (kappa + sigma)`` (like
+    ``sigma`` at small noise, ``1 - kappa / sigma`` at large noise, ``kappa = 0.6``), with the
+    unit-Gaussian part of the divergence integrated in closed form. Among ``t``, ``sigma``,
+    ``log sigma``, log-SNR, ``asinh sigma`` and a VP clock this needed the fewest evaluations at
+    equal accuracy over analytic targets and network-like scores together (see
+    :mod:`scoresde.likelihood.flow` and ``benchmarks/RESULTS.md``). The result is
     the density of the data at time
     ``eps`` (for VE, the data convolved with ``N(0, sigma(eps)^2)``), and it is exact only up to
     the mismatch between the prior and the true ``p_T`` and the solver tolerance.

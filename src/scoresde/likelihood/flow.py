@@ -8,12 +8,17 @@ reparameterisation ``u`` of the noise level::
 
 Integration variables: the SDE's own time ``"t"``, ``"sigma"``, ``"log_sigma"``, the log-SNR
 ``"log_snr"`` (``-2 log sigma``), ``"asinh_sigma"`` (``u = asinh(sigma)``: ``~ sigma`` at small
-noise, ``~ log(2 sigma)`` at large noise) and ``"vp_time"`` (the time at which the standard VP SDE,
-``beta`` linear from 0.1 to 20, reaches ``sigma``: ``~ sigma^2`` at small noise). ``asinh_sigma``
-is the default: it stays smooth both for scores that are bounded as ``sigma -> 0`` (smooth
-densities, where ``vp_time`` is best) and for network scores that grow like ``eps_hat / sigma``
-(where ``vp_time`` and VP's own ``t`` have a square-root singularity at ``sigma = 0``) -- see
-``benchmarks/RESULTS.md``.
+noise, ``~ log(2 sigma)`` at large noise), ``"vp_time"`` (the time at which the standard VP SDE,
+``beta`` linear from 0.1 to 20, reaches ``sigma``: ``~ sigma^2`` at small noise) and
+``"sigma_frac"`` (``u = sigma / (kappa + sigma)`` with ``kappa = SIGMA_FRAC_KAPPA``, a bounded
+variable on ``[0, 1)``). ``sigma_frac`` is the default: at small noise it is linear in ``sigma``
+(smooth both for scores that are bounded as ``sigma -> 0`` and for network scores that grow
+like ``eps_hat / sigma``, where ``vp_time`` and VP's own ``t`` have a square-root singularity)
+and at large noise ``1 - u ~ kappa / sigma``, in which the remaining relaxation of ``w`` (the
+data mean decays like ``1 / sigma``, its spread like ``1 / sigma^2``) is a polynomial, so the
+whole tail above the data scale ``kappa`` takes a step or two; ``asinh`` and ``log sigma``
+stretch that tail into an exponential decay over several units of ``u``. See
+``benchmarks/RESULTS.md`` for the measured comparison.
 
 The solver's state is ``w = y / k(t)`` for a normaliser ``k``: ``"x"`` (``k = 1/s``, the data
 itself, the reference formulation), ``"y"`` (``k = 1``) or ``"w"`` (``k = sqrt(1 + sigma^2)``:
@@ -46,13 +51,18 @@ from .._checks import check_choice
 from ..sde import SDE, ScoreFn
 from .divergence import score_and_trace
 
-__all__ = ["VARIABLES", "STATES", "ProbabilityFlow", "Frame"]
+__all__ = ["VARIABLES", "STATES", "SIGMA_FRAC_KAPPA", "ProbabilityFlow", "Frame"]
 
-VARIABLES = ("t", "sigma", "log_sigma", "log_snr", "vp_time", "asinh_sigma")
+VARIABLES = ("t", "sigma", "log_sigma", "log_snr", "vp_time", "asinh_sigma", "sigma_frac")
 """Integration variables of the PF ODE."""
 STATES = ("x", "y", "w")
 """Solver states: the data ``x``, ``y = x / s`` or ``w = y / sqrt(1 + sigma^2)``."""
 _VP_B0, _VP_B1 = 0.1, 20.0
+SIGMA_FRAC_KAPPA = 0.6
+"""Noise level at which ``"sigma_frac"`` turns from ``~ sigma`` to ``~ 1 - kappa / sigma``.
+
+About the scale of data in [-1, 1]; chosen by the tolerance sweeps of ``benchmarks/likelihood.py``
+(0.5-0.8 are within a few percent of each other there, 1 and 2 are worse)."""
 
 
 def _vp_time(sigma: Tensor) -> Tensor:
@@ -88,7 +98,7 @@ class ProbabilityFlow:
     score_fn: ScoreFn
     sde: SDE
     event_shape: tuple[int, ...]
-    variable: str = "asinh_sigma"
+    variable: str = "sigma_frac"
     state: str = "w"
     residual: bool = True
 
@@ -116,13 +126,15 @@ class ProbabilityFlow:
             return _vp_time(sigma)
         if self.variable == "asinh_sigma":
             return torch.asinh(sigma)
+        if self.variable == "sigma_frac":
+            return sigma / (SIGMA_FRAC_KAPPA + sigma)
         return -2.0 * torch.log(sigma)
 
     def t_of_u(self, u: Tensor) -> Tensor:
         """The time at integration variable ``u``."""
         if self.variable == "t":
             return u
-        return self.sde.sigma_inv(self._sigma_of_u(u, u))
+        return self.sde.sigma_inv(self._sigma_of_u(u, u)).clamp(0.0, self.sde.T)
 
     def _dsigma_du(self, t: Tensor, sigma: Tensor) -> Tensor:
         if self.variable == "t":
@@ -136,6 +148,8 @@ class ProbabilityFlow:
             return beta * (1.0 + sigma * sigma) / (2.0 * sigma)
         if self.variable == "asinh_sigma":
             return torch.sqrt(1.0 + sigma * sigma)
+        if self.variable == "sigma_frac":  # sigma = k u / (1 - u): d sigma/du = (k + sigma)^2 / k
+            return (SIGMA_FRAC_KAPPA + sigma) ** 2 / SIGMA_FRAC_KAPPA
         return -0.5 * sigma
 
     def _sigma_of_u(self, u: Tensor, t: Tensor) -> Tensor:
@@ -150,6 +164,8 @@ class ProbabilityFlow:
             return _vp_sigma(u)
         if self.variable == "asinh_sigma":
             return torch.sinh(u)
+        if self.variable == "sigma_frac":
+            return SIGMA_FRAC_KAPPA * u / (1.0 - u)
         return torch.exp(-0.5 * u)
 
     def frame(self, u: Tensor) -> Frame:
@@ -159,7 +175,8 @@ class ProbabilityFlow:
             t, sigma = u, sde.sigma(u)
         else:
             sigma = self._sigma_of_u(u, u)
-            t = sde.sigma_inv(sigma)
+            # rounding of u -> sigma -> t (float32 near a bounded u's end) must not leave [0, T]
+            t = sde.sigma_inv(sigma).clamp(0.0, sde.T)
         s = sde.scale(t)
         dsig = self._dsigma_du(t, sigma)
         rate = s * sigma * dsig
