@@ -408,7 +408,8 @@ def part3(lines: list[str], batch: int, dim: int) -> None:
         f" {batch}, float32, Hutchinson 1 probe, 1 thread)",
         "",
         "Accuracy is against a tight solve with the same probe (rtol=atol=1e-10, float64 copy of"
-        " the model). (c) uses the loosest rtol (sweep 1e-3..1e-6, 6 per decade) whose mean error is <= (a)'s."
+        " the model). (c) uses the loosest rtol (sweep 1e-3..1e-6, 6 per decade) whose mean"
+        " error is <= (a)'s."
         " Times are the best of 3 runs. Eval overhead = scoresde wall time per sample-evaluation"
         " / (bare forward + one VJP at the full batch, per sample): all the solver adds.",
         "",
