@@ -42,10 +42,13 @@ def draw_probes(
     return v.to(device=like.device, dtype=like.dtype)
 
 
-def _vjp_rows(out: Tensor, x: Tensor, vs: Tensor) -> Tensor:
-    """``v^T J`` for each of the leading ``P`` rows of ``vs`` (shape ``(P, *x.shape)``)."""
+def _vjp_rows(out: Tensor, x: Tensor, vs: Tensor, retain: bool) -> Tensor:
+    """``v^T J`` for each of the leading ``P`` rows of ``vs`` (shape ``(P, *x.shape)``).
+
+    ``retain`` keeps the graph for later VJPs; without it the graph is freed by the last one.
+    """
     if vs.shape[0] == 1:
-        (g,) = torch.autograd.grad(out, x, vs[0], retain_graph=True)
+        (g,) = torch.autograd.grad(out, x, vs[0], retain_graph=retain)
         return g[None]
     try:
         (g,) = torch.autograd.grad(out, x, vs, retain_graph=True, is_grads_batched=True)
@@ -79,7 +82,7 @@ def score_and_trace(
             )
         if probes is not None:
             vs = probes.reshape(probes.shape[0], *x.shape)
-            g = _vjp_rows(out, xg, vs)
+            g = _vjp_rows(out, xg, vs, retain=False)
             tr = (g * vs).reshape(probes.shape[0], batch, dim).sum(-1).mean(0)
         else:
             tr = x.new_zeros(batch)
@@ -87,6 +90,7 @@ def score_and_trace(
             for start in range(0, dim, _EXACT_CHUNK):
                 basis = eye[start : start + _EXACT_CHUNK]
                 vs = basis[:, None, :].expand(-1, batch, -1).reshape(-1, *x.shape)
-                g = _vjp_rows(out, xg, vs).reshape(basis.shape[0], batch, dim)
+                last = start + _EXACT_CHUNK >= dim
+                g = _vjp_rows(out, xg, vs, retain=not last).reshape(basis.shape[0], batch, dim)
                 tr = tr + g[:, :, start : start + basis.shape[0]].diagonal(dim1=0, dim2=2).sum(-1)
     return out.detach(), tr.detach()
