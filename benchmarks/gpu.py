@@ -1147,8 +1147,9 @@ def markdown(report: dict[str, Any]) -> str:
         out += [f"### {title}", "", f"{m['device']}, torch {m['torch']}, {m['date_utc']}"
                 + (" (SMOKE RUN: sizes are tiny, numbers mean nothing)" if m["smoke"] else ""),
                 ""]  # fmt: skip
-        failed = report[key].get("error")
-        out += render(report[key]) + ([f"- **part error** {failed}"] if failed else []) + [""]
+        failed, warning = report[key].get("error"), report[key].get("warning")
+        out += render(report[key]) + ([f"- **part error** {failed}"] if failed else [])
+        out += ([f"- **warning** {warning}"] if warning else []) + [""]
     return "\n".join(out)
 
 
@@ -1159,19 +1160,49 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def merge_part(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    """``new`` with the rows of an earlier run of the same part kept before its own."""
+    if not old:
+        return new
+    merged = {**old, **new, "rows": old.get("rows", []) + new.get("rows", [])}
+    devices = sorted({old["meta"]["device"], new["meta"]["device"]})
+    if len(devices) > 1:
+        merged["warning"] = f"rows measured on different devices: {devices}"
+    return merged
+
+
 class Report:
-    """``gpu.json`` and ``gpu.md`` in the output folder, rewritten after every part."""
+    """``gpu.json`` and ``gpu.md`` in the output folder, rewritten after every part.
+
+    A ``gpu.json`` already in the folder is kept: a part run again adds its rows after the
+    earlier ones (so ``--compile off`` and ``--compile only`` runs of ``train`` combine).
+    """
 
     def __init__(self, out: Path, meta: dict[str, Any]) -> None:
         self.out, self.meta = out, meta
         out.mkdir(parents=True, exist_ok=True)
         path = out / "gpu.json"
-        self.data: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+        self.earlier: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+        self.data: dict[str, Any] = dict(self.earlier)
 
     def save(self, part: str, result: dict[str, Any]) -> None:
         """Record ``result`` as ``part`` (with this run's meta) and rewrite both files."""
-        self.data[part] = {"meta": self.meta, **as_json(result)}
+        new = {"meta": self.meta, **as_json(result)}
+        self.data[part] = merge_part(self.earlier.get(part), new)
         self.data["meta"] = self.meta
+        self.write()
+
+    def merge_file(self, path: Path) -> None:
+        """Add every part of another run's ``gpu.json`` (e.g. one device call's results)."""
+        other = json.loads(Path(path).read_text())
+        for part in PARTS:
+            if part in other:
+                self.data[part] = merge_part(self.data.get(part), other[part])
+        self.data["meta"] = other.get("meta", self.meta)
+        self.write()
+
+    def write(self) -> None:
+        """Rewrite ``gpu.json`` and ``gpu.md``."""
         write_atomic(self.out / "gpu.json", json.dumps(self.data, indent=1))
         write_atomic(self.out / "gpu.md", markdown(self.data))
 
@@ -1192,6 +1223,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="both",
         help="torch.compile cases: both, off (eager only), only (compiled only); the fashion "
         "run compiles unless 'off' (smoke: always off)",
+    )
+    p.add_argument("--quality-n", type=int, default=None, help="fashion: samples per sampler")
+    p.add_argument("--bpd-n", type=int, default=None, help="fashion: test images for bits/dim")
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        default=None,
+        metavar="JSON",
+        help="only merge these gpu.json files (e.g. of several device calls) into --out",
     )
     args = p.parse_args(argv)
     parts = PARTS if args.part == "all" else tuple(s.strip() for s in args.part.split(","))
@@ -1214,8 +1254,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         torch.set_num_threads(min(2, torch.get_num_threads()))
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    for name in ("quality_n", "bpd_n"):
+        if getattr(args, name) is not None:
+            sizes = dataclasses.replace(sizes, **{name: getattr(args, name)})
     out = Path(args.out)
     report = Report(out, meta(device, args.smoke))
+    if args.merge:
+        for path in args.merge:
+            report.merge_file(Path(path))
+        print(markdown(report.data))
+        return report.data
     minutes = 0.2 if args.smoke else args.minutes
     for name in args.parts:
         start = time.perf_counter()

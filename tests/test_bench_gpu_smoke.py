@@ -128,3 +128,15 @@ def test_unknown_part_is_refused() -> None:
     with pytest.raises(SystemExit):
         gpu.parse_args(["--part", "trian"])
     assert gpu.parse_args(["--part", "sample,likelihood"]).parts == ("sample", "likelihood")
+
+
+def test_merge_combines_runs(report: tuple[dict, Path], tmp_path: Path) -> None:
+    data, out = report
+    gpu = _load_script()
+    merged = gpu.main(
+        ["--merge", str(out / "gpu.json"), str(out / "gpu.json"), "--out", str(tmp_path)]
+    )
+    for part in ("train", "sample", "likelihood"):
+        assert len(merged[part]["rows"]) == 2 * len(data[part]["rows"])
+    assert json.loads((tmp_path / "gpu.json").read_text()) == merged
+    assert (tmp_path / "gpu.md").read_text().startswith("## GPU performance (issue #6)")
