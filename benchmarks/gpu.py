@@ -373,7 +373,8 @@ def bare_step(
             nn.utils.clip_grad_norm_(params, 1.0, foreach=True)
         opt.step()
         if extra:
-            torch._foreach_lerp_(ema, params, 1 - 0.999)
+            with torch.no_grad():
+                torch._foreach_lerp_(ema, params, 1 - 0.999)
 
     return step, net
 
