@@ -46,6 +46,11 @@ def test_train_sample_likelihood_on_moons(tmp_path: Path, capsys: pytest.Capture
                "--batch-size", 20) == 0  # fmt: skip
     samples = np.load(npz)["samples"]
     assert samples.shape == (50, 2) and np.isfinite(samples).all()
+    npz16 = tmp_path / "s16.npz"
+    assert run("sample", "--ckpt", out, "--n", 50, "--out", npz16, "--steps", 10,
+               "--batch-size", 20, "--precision", "bf16") == 0  # fmt: skip
+    low = np.load(npz16)["samples"]  # the network in bf16, the same seeded noise
+    assert 0 < np.abs(low - samples).max() < 0.2
     png = tmp_path / "s.png"
     ckpt_file = out / "checkpoints" / "step_00000030" / "ema.safetensors"
     assert run("sample", "--ckpt", ckpt_file, "--n", 20, "--out", png, "--steps", 5,

@@ -183,3 +183,30 @@ def test_every_sampler_declares_its_contract() -> None:
         assert spec.order >= 1 and spec.description
         assert spec.supports(S.VPSDE()) and spec.supports(S.VESDE())
     assert not get_sampler("ancestral").supports(S.SubVPSDE())
+
+
+def test_precision_runs_the_score_under_autocast_and_keeps_the_sampling_dtype() -> None:
+    """``precision="bf16"``: a network's matmul runs in bf16 (seen inside score_fn), the output
+    comes back in the sampling dtype, and the samples stay close to the fp32 ones."""
+    torch.manual_seed(0)
+    net = torch.nn.Linear(2, 2)  # float32: autocast leaves float64 alone
+    seen: list[torch.dtype] = []
+
+    def score(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        out = -x + 0.1 * net(x)
+        seen.append(net(x).dtype)
+        return out
+
+    sde = S.VPSDE()
+    kw: dict[str, Any] = dict(sampler="dpm_solver", steps=10, dtype=torch.float32)
+    ref = S.sample(score, sde, (64, 2), generator=torch.Generator().manual_seed(1), **kw)
+    assert set(seen) == {torch.float32}
+    seen.clear()
+    low = S.sample(
+        score, sde, (64, 2), generator=torch.Generator().manual_seed(1), precision="bf16", **kw
+    )
+    assert set(seen) == {torch.bfloat16} and low.dtype == torch.float32
+    err = (low - ref).abs().max()
+    assert 0 < float(err) < 0.05  # bf16 rounding of the network only (8-bit mantissa)
+    with pytest.raises(ValueError, match="precision"):
+        S.sample(score, sde, (4, 2), steps=2, precision="int8")

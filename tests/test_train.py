@@ -242,3 +242,18 @@ def test_every_sde_trains_and_samples(tmp_path: Path, sde: str) -> None:
     assert m.sde.__class__.__name__.lower().startswith(sde[:2])
     s = m.sample(8, steps=5, generator=torch.Generator().manual_seed(0))
     assert s.shape == (8, 2) and bool(torch.isfinite(s).all())
+
+
+def test_max_minutes_stops_with_a_final_checkpoint_and_resume_continues(tmp_path: Path) -> None:
+    x = torch.randn(256, 2)
+    cfg = _cfg(tmp_path, steps=10**6, max_minutes=0.02, ckpt_every=10**5, log_every=10**5)
+    res = Trainer(cfg, x).fit()
+    assert 0 < res.step < 10**6 and res.seconds < 30  # stopped by the 1.2 s budget
+    ckpt = latest_checkpoint(tmp_path / "checkpoints")
+    assert ckpt is not None and load_checkpoint(ckpt).step == res.step
+    rows = read_metrics(tmp_path / "metrics.csv")
+    assert rows[-1]["step"] == res.step and math.isfinite(rows[-1]["loss"])
+    more = train(_cfg(tmp_path, steps=res.step + 7), x, resume=True)
+    assert more.step == res.step + 7
+    with pytest.raises(ValueError, match="max_minutes"):
+        _cfg(tmp_path, max_minutes=0).validate()

@@ -17,14 +17,14 @@ from scoresde.train import TrainConfig, Trainer, train
 WORLD = 2
 
 
-def _config(out: Path) -> TrainConfig:
+def _config(out: Path, **kw: object) -> TrainConfig:
     # 256 points, global batch 32 (16 per rank): 8 batches per epoch, so 10 steps cross an
     # epoch boundary; checkpoints at 5 and 10 gather both ranks' RNG states.
     return TrainConfig(
         out=str(out), steps=10, batch_size=32, lr=3e-3, warmup_steps=3, log_every=5,
         ckpt_every=5, progress=False, tensorboard=False, sample_n=0, device="cpu",
-        model_kwargs={"hidden": 32, "depth": 2},
-    )  # fmt: skip
+        model_kwargs={"hidden": 32, "depth": 2}, max_minutes=60.0,
+    ).apply_overrides([f"{k}={v}" for k, v in kw.items()])  # fmt: skip
 
 
 def _data() -> torch.Tensor:
@@ -72,3 +72,32 @@ def test_two_process_gloo_matches_single_process(tmp_path: Path) -> None:
     start = Trainer(_config(tmp_path / "fresh"), _data()).net.state_dict()
     travelled = max(float((ref.model[k] - start[k]).abs().max()) for k in ref.model)
     assert travelled > 100 * max(moved, 1e-7)  # training moved the weights far more
+
+
+def _timed_worker(rank: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(WORLD), LOCAL_RANK=str(rank))  # fmt: skip
+    torch.set_num_threads(1)
+    # rank 1 is slowed down: the ranks must still stop at the same step (agreed at log steps)
+    cfg = _config(Path(out) / "timed", steps=10**6, max_minutes=0.02, ckpt_every=10**5)
+    trainer = Trainer(cfg, _data())
+    if rank == 1:
+        step = trainer.train_step
+
+        def slow(batch: torch.Tensor) -> object:
+            import time
+
+            time.sleep(0.002)
+            return step(batch)
+
+        trainer.train_step = slow  # type: ignore[method-assign]
+    result = trainer.fit()
+    (Path(out) / f"timed{rank}.txt").write_text(str(result.step))
+
+
+@pytest.mark.skipif(not dist.is_gloo_available(), reason="needs the gloo backend")
+def test_max_minutes_under_ddp_stops_all_ranks_at_one_log_step(tmp_path: Path) -> None:
+    mp.spawn(_timed_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    s0, s1 = (int((tmp_path / f"timed{r}.txt").read_text()) for r in range(WORLD))
+    assert s0 == s1 and 0 < s0 < 10**6 and s0 % 5 == 0  # log_every = 5
+    assert load_checkpoint(tmp_path / "timed").step == s0

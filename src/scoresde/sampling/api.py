@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from .._checks import (
+    check_choice,
     check_device,
     check_float_dtype,
     check_generator,
@@ -56,14 +57,28 @@ def _resolve(
     return check_device("device", device), check_float_dtype("dtype", dtype)
 
 
-class _CheckedScore:
-    """``score_fn`` whose every output is checked to be a tensor shaped like ``x`` (no sync)."""
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+"""``precision=`` of :func:`sample`: the autocast dtype of the score evaluations."""
 
-    def __init__(self, fn: ScoreFn) -> None:
-        self.fn = fn
+
+class _CheckedScore:
+    """``score_fn`` whose every output is checked to be a tensor shaped like ``x`` (no sync).
+
+    With an autocast dtype the call runs under ``torch.autocast`` and its output is cast back
+    to ``x``'s dtype, so the sampler's own arithmetic stays in the sampling precision.
+    """
+
+    def __init__(self, fn: ScoreFn, autocast: torch.dtype | None = None) -> None:
+        self.fn, self.autocast = fn, autocast
 
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
-        return check_output("score_fn", self.fn(x, t), x)
+        if self.autocast is None:
+            return check_output("score_fn", self.fn(x, t), x)
+        with torch.autocast(x.device.type, dtype=self.autocast):
+            out = self.fn(x, t)
+        if isinstance(out, Tensor):
+            out = out.to(x.dtype)
+        return check_output("score_fn", out, x)
 
 
 def _start_std(sde: SDE, t0: float) -> float:
@@ -109,6 +124,7 @@ def sample(
     return_trajectory: bool = False,
     return_info: bool = False,
     batch_size: int | None = None,
+    precision: str = "fp32",
     **options: Any,
 ) -> Any:
     """Draw samples by integrating the reverse SDE / probability-flow ODE from the prior.
@@ -148,6 +164,12 @@ def sample(
             network's matrix kernels may round differently per batch size (last bits only),
             and the adaptive ``ode`` sampler's steps depend on the batch (agrees to its
             tolerance). ``nfe`` then counts the calls of all chunks. Default: one batch.
+        precision: ``"fp32"`` (default: ``score_fn`` runs as called), ``"bf16"`` or ``"fp16"``:
+            every ``score_fn`` call runs under ``torch.autocast`` with that dtype on the
+            sampling device (a network's matmuls and convolutions in reduced precision, about
+            2x faster on recent GPUs) and its output is cast back to ``dtype``; the sampler's
+            updates stay in ``dtype``. Autocast converts float32 work only (float64 stays as
+            it is). On a CPU, bf16 autocast works but is rarely faster.
         **options: options of the chosen sampler (see its docstring).
 
     Returns:
@@ -168,8 +190,9 @@ def sample(
         check_tensor("x_init", x_init)
         if tuple(x_init.shape) != shape:
             raise ValueError(f"x_init must have shape {shape}, got {tuple(x_init.shape)}")
+    check_choice("precision", precision, PRECISIONS)
     dev, dt = _resolve(device, dtype, generator, x_init)
-    score_fn = _CheckedScore(score_fn)
+    score_fn = _CheckedScore(score_fn, PRECISIONS[precision])
     if schedule is None:
         schedule = spec.schedule
         if callable(schedule):  # a sampler's step-count-dependent preference

@@ -25,6 +25,7 @@ MODELS = ("auto", "mlp", "unet", "unet_cifar")
 
 _FLOAT_FIELDS = (
     "lr",
+    "max_minutes",
     "weight_decay",
     "ema_decay",
     "class_dropout",
@@ -108,6 +109,11 @@ class TrainConfig:
     """Smallest training time ``t ~ U(eps_train, T)``."""
     steps: int = 10000
     """Number of optimizer steps."""
+    max_minutes: float | None = None
+    """Wall-clock budget of one ``fit`` call in minutes (``None``: none). When it is spent, the
+    step in progress finishes and the run ends as at its last step (metrics row, checkpoint,
+    sample grid); ``--resume`` continues it with a fresh budget. Under DDP the ranks agree on
+    stopping at ``log_every`` steps."""
     batch_size: int = 128
     """Global batch size (split evenly over DDP ranks)."""
     optimizer: str = "adam"
@@ -194,6 +200,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        if self.max_minutes is not None and not 0 < self.max_minutes < float("inf"):
+            raise ValueError(f"max_minutes must be a number > 0 or null, got {self.max_minutes}")
         if not 0 < self.lr < float("inf"):
             raise ValueError(f"lr must be a finite number > 0, got {self.lr}")
         if self.grad_clip is not None and not self.grad_clip > 0:

@@ -468,6 +468,18 @@ class Trainer:
             value = value / self.dist.world_size
         return float(value)
 
+    def _out_of_time(self, deadline: float | None, on_grid: bool) -> bool:
+        """Whether the ``max_minutes`` budget is spent (all ranks agree, at log steps)."""
+        if deadline is None:
+            return False
+        if not self.dist.distributed:
+            return time.perf_counter() >= deadline
+        if not on_grid:
+            return False
+        flag = torch.tensor(float(time.perf_counter() >= deadline), device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag > 0)
+
     def _diverged(self, first: int, last: int, logger: TrainLogger) -> TrainingDiverged:
         good = latest_checkpoint(self.ckpt_dir)
         where = f"at step {last}" if first == last else f"between steps {first} and {last}"
@@ -485,7 +497,7 @@ class Trainer:
         return TrainingDiverged(msg, last, good)
 
     def fit(self) -> TrainResult:
-        """Train until ``config.steps``; checkpoint, log and sample on the way.
+        """Train until ``config.steps`` (or ``max_minutes``); checkpoint, log and sample on the way.
 
         Raises:
             TrainingDiverged: the loss became non-finite (nothing is saved after that).
@@ -515,6 +527,7 @@ class Trainer:
         samples: Path | None = None
         window = self._window
         checked, since, since_n = self.step, time.perf_counter(), 0
+        deadline = None if cfg.max_minutes is None else start_time + 60.0 * cfg.max_minutes
         last_loss = math.nan
         batches = self._batches()
         try:
@@ -526,8 +539,9 @@ class Trainer:
                 logger.advance()
                 step = self.step
                 on_grid = step % cfg.log_every == 0
-                due_log = on_grid or step == cfg.steps
-                due_ckpt = step % cfg.ckpt_every == 0 or step == cfg.steps
+                last = step == cfg.steps or self._out_of_time(deadline, on_grid)
+                due_log = on_grid or last
+                due_ckpt = step % cfg.ckpt_every == 0 or last
                 if due_log or due_ckpt or step % sync_every == 0:
                     total = self._reduce_mean(window)
                     if not math.isfinite(total):
@@ -555,9 +569,15 @@ class Trainer:
                 if (
                     info.is_main
                     and cfg.sample_n
-                    and ((cfg.sample_every and step % cfg.sample_every == 0) or step == cfg.steps)
+                    and ((cfg.sample_every and step % cfg.sample_every == 0) or last)
                 ):
                     samples = self.write_samples(step)
+                if last and step < cfg.steps:
+                    logger.message(
+                        f"stopped at step {step} of {cfg.steps}: max_minutes={cfg.max_minutes} "
+                        "spent; continue with --resume"
+                    )
+                    break
         finally:
             logger.close()
             if self.dist.distributed:
