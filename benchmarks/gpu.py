@@ -46,7 +46,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -515,15 +515,15 @@ def sampler_timing(
 ) -> SamplerTiming:
     """Median wall time of ``scoresde.sample`` with ``name`` at ``steps`` steps."""
     device = next(model.parameters()).device
-    score = autocast_score(model.score_fn(), device)
+    precision = "bf16" if device.type == "cuda" else "fp32"  # the library's autocast option
     shape = (sizes.sample_batch, 3, sizes.image, sizes.image)
     gen = torch.Generator(device=device).manual_seed(0)
     info: dict[str, int] = {}
 
     def run() -> None:
         res = scoresde.sample(
-            score, model.sde, shape, sampler=name, steps=steps, generator=gen,
-            device=device, dtype=torch.float32, return_info=True,
+            model.score_fn(), model.sde, shape, sampler=name, steps=steps, generator=gen,
+            device=device, dtype=torch.float32, return_info=True, precision=precision,
         )  # fmt: skip
         info["nfe"] = res.nfe
 
@@ -847,55 +847,26 @@ def feature_stats(clf: SmallCNN, x01: Tensor) -> tuple[Tensor, Tensor, float]:
     return f.mean(0), torch.cov(f.T), float(torch.cat(conf).mean())
 
 
-def epoch_batches(n: int, batch: int, device: torch.device) -> Iterator[Tensor]:
-    """Index batches of seeded random permutations, one epoch after another."""
-    gen = torch.Generator().manual_seed(0)
-    while True:
-        yield from torch.randperm(n, generator=gen)[: n - n % batch].to(device).split(batch)
-
-
 def fashion_trainer(
-    sizes: Sizes, device: torch.device, train: Any, out: Path, compiled: bool
+    sizes: Sizes, device: torch.device, train: Any, out: Path, compiled: bool, minutes: float
 ) -> Trainer:
-    """The Trainer for the run: 35.7M U-Net, bf16, channels-last, fused AdamW, EMA 0.999."""
+    """The Trainer for the run: 35.7M U-Net, bf16, channels-last, fused AdamW, EMA 0.999,
+    stopped by its own ``max_minutes`` budget (compilation included)."""
     cfg = TrainConfig(
-        out=str(out), model="unet_cifar", model_kwargs=dict(sizes.net), steps=10**9,
+        out=str(out), model="unet_cifar", model_kwargs=dict(sizes.net),
+        steps=sizes.fashion_max_steps or 10**9, max_minutes=minutes,
         batch_size=sizes.fashion_batch, optimizer="adamw", lr=2e-4, warmup_steps=200,
         precision="bf16", compile=compiled, channels_last=True, device=str(device),
-        sample_n=0, progress=False, tensorboard=False,
+        log_every=200, ckpt_every=10**9, keep_last=1, sample_n=0, progress=False,
+        tensorboard=False,
     )  # fmt: skip
     return Trainer(cfg, train)
 
 
-def train_for(trainer: Trainer, minutes: float, max_steps: int | None) -> tuple[float, list]:
-    """Step the Trainer until the wall-clock budget (``Trainer.fit`` has none); loss history.
-
-    The budget includes ``torch.compile``'s compilation in the first steps.
-    """
-    deadline = time.perf_counter() + 60 * minutes
-    batches = epoch_batches(len(trainer.data), trainer.local_batch, trainer.device)
-    history: list[tuple[int, float]] = []
-    start = time.perf_counter()
-    window, count = torch.zeros((), device=trainer.device), 0
-
-    def log() -> None:
-        mean = float(window) / count
-        if not math.isfinite(mean):
-            raise FloatingPointError(f"the loss became {mean} by step {trainer.step}")
-        history.append((trainer.step, mean))
-        window.zero_()
-
-    while time.perf_counter() < deadline and (max_steps is None or trainer.step < max_steps):
-        loss, _ = trainer.train_step(next(batches))
-        window += loss
-        count += 1
-        if count == 200:
-            log()
-            count = 0
-    if count:
-        log()
-    sync(trainer.device)
-    return time.perf_counter() - start, history
+def train_for(trainer: Trainer) -> tuple[float, list]:
+    """``Trainer.fit`` until its step or time budget; wall seconds and the loss history."""
+    result = trainer.fit()
+    return result.seconds, result.history
 
 
 def draw(
@@ -903,12 +874,12 @@ def draw(
 ) -> tuple[Tensor, int, float]:
     """``quality_n`` samples in ``[0, 1]``, their NFE and seconds."""
     gen = torch.Generator(device=device).manual_seed(7)
-    score = autocast_score(model.score_fn(), device)
     sync(device)
     start = time.perf_counter()
     res = scoresde.sample(
-        score, model.sde, (sizes.quality_n, 1, 28, 28), sampler=sampler, steps=steps,
-        generator=gen, device=device, dtype=torch.float32, return_info=True,
+        model.score_fn(), model.sde, (sizes.quality_n, 1, 28, 28), sampler=sampler,
+        steps=steps, generator=gen, device=device, dtype=torch.float32, return_info=True,
+        precision="bf16" if device.type == "cuda" else "fp32",
     )  # fmt: skip
     sync(device)
     seconds = time.perf_counter() - start
@@ -986,8 +957,8 @@ def part_fashion(
     ref_fd = frechet_distance(ref_mu, ref_cov, test_stats[0], test_stats[1])
     compiled = True in sizes.compile_cases
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = fashion_trainer(sizes, device, train, Path(tmp) / "run", compiled)
-        seconds, history = train_for(trainer, minutes, sizes.fashion_max_steps)
+        trainer = fashion_trainer(sizes, device, train, Path(tmp) / "run", compiled, minutes)
+        seconds, history = train_for(trainer)
     part.result["run"] = FashionRun(
         minutes, trainer.step, trainer.local_batch, seconds,
         trainer.step * trainer.local_batch / seconds,
