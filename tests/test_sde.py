@@ -176,3 +176,21 @@ def test_time_outside_range_and_batch_mismatch(std_sde: S.SDE) -> None:
         std_sde.perturb(x, torch.tensor([0.1, float("nan"), 0.2, 0.3]))
     with pytest.raises(ValueError, match="shape of x0"):
         std_sde.perturb(x, 0.5, noise=torch.randn(4, 3))
+
+
+@pytest.mark.parametrize("sde", [S.VESDE(), S.VPSDE(), S.SubVPSDE(), S.EDMSDE()], ids=repr)
+def test_tweedie_is_the_gaussian_posterior_mean(sde: S.SDE) -> None:
+    """x0 ~ N(mu, c^2 I): E[x0 | x_t] = mu + c^2 / (c^2 + sigma^2) (x_t / s - mu), for (B,)
+    and scalar times."""
+    from scoresde.targets import Gaussian
+
+    mu, c2 = torch.tensor([0.4, -1.0], dtype=torch.float64), 0.3
+    tg = Gaussian(mu, variance=torch.full((2,), c2, dtype=torch.float64))
+    x = torch.randn(5, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for t in (torch.linspace(0.1, 0.9, 5, dtype=torch.float64) * sde.T,
+              torch.tensor(0.5 * sde.T, dtype=torch.float64)):  # fmt: skip
+        tb = t.expand(5) if t.dim() == 0 else t
+        got = sde.tweedie(x, t, tg.marginal_score(x, tb, sde))
+        s, sig = bcast(sde.scale(tb), x), bcast(sde.sigma(tb), x)
+        want = mu + c2 / (c2 + sig**2) * (x / s - mu)
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)

@@ -213,8 +213,7 @@ class ScoreModel(nn.Module):
     def denoise(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         """Tweedie's denoised estimate ``E[x0 | x_t] = (x + std^2 score) / s``."""
         tt = self._time(t, x)
-        std, s = self.sde.std(tt), self.sde.scale(tt)
-        return (x + bcast(std**2, x) * self(x, tt, y)) / bcast(s, x)
+        return self.sde.tweedie(x, tt, self(x, tt, y))
 
     def score_fn(self, y: Tensor | int | None = None, guidance: float = 0.0) -> ScoreFn:
         """Return a plain ``score_fn(x, t)`` for samplers, optionally class-conditional.

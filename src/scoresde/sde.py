@@ -118,6 +118,15 @@ class SDE(ABC):
         """Log signal-to-noise ratio ``lambda(t) = -2 log sigma(t)``."""
         return -2.0 * torch.log(self.sigma(t))
 
+    def tweedie(self, x: Tensor, t: Tensor, score: Tensor) -> Tensor:
+        """Tweedie's posterior mean ``E[x0 | x_t = x] = x / s + s sigma^2 score`` (unchecked).
+
+        ``t`` is a scalar or ``(B,)`` and ``score`` the score at ``(x, t)``. In the scaled
+        variable ``x_hat = x / s`` this is EDM's denoiser ``D(x_hat; sigma)``.
+        """
+        s, sig = self.scale(t), self.sigma(t)
+        return x / bcast(s, x) + bcast(s * sig**2, x) * score
+
     def t_from_log_snr(self, log_snr: Tensor) -> Tensor:
         """Inverse of :meth:`log_snr`."""
         return self.sigma_inv(torch.exp(-0.5 * log_snr))

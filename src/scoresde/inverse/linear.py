@@ -55,8 +55,7 @@ METHODS = ("tmpd", "pgdm", "dps")
 
 def tweedie_mean(score_fn: ScoreFn, sde: SDE, x: Tensor, t: Tensor) -> Tensor:
     """Tweedie's ``E[x0 | x_t] = x_t / s + s sigma^2 score(x_t, t)`` for a ``(B,)`` time ``t``."""
-    s, sig = sde.scale(t), sde.sigma(t)
-    return x / bcast(s, x) + bcast(s * sig**2, x) * score_fn(x, t)
+    return sde.tweedie(x, t, score_fn(x, t))
 
 
 def _dot(a: Tensor, b: Tensor) -> Tensor:

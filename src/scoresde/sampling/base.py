@@ -53,8 +53,7 @@ class Context:
 
         In the scaled variable ``x_hat = x / s`` this is EDM's denoiser ``D(x_hat; sigma)``.
         """
-        s, sig = self.sde.scale(t), self.sde.sigma(t)
-        return x / s + s * sig**2 * self.score(x, t)
+        return self.sde.tweedie(x, t, self.score(x, t))
 
     @property
     def active(self) -> bool:

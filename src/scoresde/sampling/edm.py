@@ -28,7 +28,8 @@ def denoiser(
 ) -> Tensor:
     """``D(x_hat; sigma(t)) = x_hat + s sigma^2 score(s x_hat, t)``: Tweedie's posterior mean.
 
-    ``s = s(t)`` and ``sig = sigma(t)`` may be passed in when already known.
+    :meth:`scoresde.SDE.tweedie` in the scaled variable ``x_hat = x / s`` (the samplers of this
+    family step ``x_hat``); ``s = s(t)`` and ``sig = sigma(t)`` may be passed in when known.
     """
     if s is None:
         s = ctx.sde.scale(t)
