@@ -541,7 +541,7 @@ def _run_likelihood(args: argparse.Namespace) -> int:
     div = args.divergence if args.divergence != "auto" else ("exact" if dim <= 16 else "hutchinson")
     eps = max(1e-5, trained.sde.eps if trained.config.sde == "edm" else 1e-5)
     score = trained.score_fn
-    logp = []
+    logp, nfe = [], []
     for start in range(0, n, args.batch_size):
         xb = x[start : start + args.batch_size].to(device)
         res = log_likelihood(
@@ -557,6 +557,7 @@ def _run_likelihood(args: argparse.Namespace) -> int:
             else torch.Generator(device=device).manual_seed(args.seed + start),
         )
         logp.append(res.log_prob.double().cpu())
+        nfe.append(res.nfe.double())
     lp = torch.cat(logp)
     nll = -lp
     result: dict[str, Any] = {
@@ -570,6 +571,9 @@ def _run_likelihood(args: argparse.Namespace) -> int:
         "eps": eps,
         "nll_nats": float(nll.mean()),
         "nll_nats_stderr": float(nll.std() / math.sqrt(n)) if n > 1 else None,
+        "nfe_mean": float(torch.cat(nfe).mean()),
+        "rtol": args.rtol,
+        "atol": args.atol,
     }
     line = f"NLL {result['nll_nats']:.4f} nats per sample"
     if levels is not None:
