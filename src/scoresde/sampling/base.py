@@ -42,6 +42,9 @@ class Context:
     nfe: int = 0
     noise: CounterNoise | None = None
     """Counter-based noise (batch-size independent); drawn from ``generator`` when unset."""
+    memo: dict[str, Any] = field(default_factory=dict)
+    """Per-run values a step computes once (e.g. host-side decisions that would otherwise
+    synchronise with the device at every step)."""
 
     def score(self, x: Tensor, t: Tensor) -> Tensor:
         """Evaluate the score at ``x`` and a scalar time ``t`` broadcast to the batch."""

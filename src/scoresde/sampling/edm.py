@@ -144,12 +144,14 @@ def edm(
     gamma_max = min(s_churn / n, math.sqrt(2.0) - 1.0)
     sig_top = sde.sigma(torch.full_like(times[0], sde.T))
     sc, sg = grid_coefficients(ctx, times)
+    # the churn decisions need the noise levels on the host: read them once, not every step
+    top_host, sg_host = float(sig_top), torch.stack(sg).tolist()
     x_hat = x / sc[0]
     for i in range(n):
         t, t_next, s, sig = times[i], times[i + 1], sc[i], sg[i]
-        gamma = gamma_max if s_tmin <= float(sig) <= s_tmax else 0.0
+        gamma = gamma_max if s_tmin <= sg_host[i] <= s_tmax else 0.0
         sig_hat = torch.minimum(sig * (1.0 + gamma), sig_top)
-        if bool(sig_hat > sig):
+        if min(sg_host[i] * (1.0 + gamma), top_host) > sg_host[i]:
             x_hat = x_hat + s_noise * torch.sqrt(sig_hat**2 - sig**2) * ctx.randn_like(x_hat)
             t = sde.sigma_inv(sig_hat)
             s, sig = sde.scale(t), sde.sigma(t)

@@ -74,7 +74,9 @@ def ancestral_step(
     sigma_next^2) / sigma_t^2) z``.
     """
     sde = ctx.sde
-    if bool(torch.all(sde.scale(t) == 1)):  # VE-like (checked by the contract)
+    if "ve" not in ctx.memo:  # decided once on the host (the contract allows VP or VE only)
+        ctx.memo["ve"] = is_variance_exploding(sde)
+    if ctx.memo["ve"]:
         s2, n2 = sde.sigma(t) ** 2, sde.sigma(t_next) ** 2
         x_mean = x + (s2 - n2) * ctx.score(x, t)
         return _finish(ctx, x_mean, torch.sqrt(n2 * (s2 - n2) / s2), last)
