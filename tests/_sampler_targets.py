@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
 import torch
 
 from scoresde.targets import GaussianMixture
@@ -24,12 +21,3 @@ def aniso32d() -> GaussianMixture:
     means = torch.randn(3, d, generator=g, dtype=torch.float64) * 1.2
     var = 0.02 + 0.3 * torch.rand(3, d, generator=g, dtype=torch.float64)
     return GaussianMixture(means, var, weights=[0.55, 0.3, 0.15])
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread: on a shared 2-core box, thread contention costs ~50x here."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -13,6 +14,14 @@ from helpers import cosine_affine
 # The suite's tensors are small: one intra-op thread is faster than two and does not slow down
 # by an order of magnitude when the machine is busy (measured by several test files here).
 torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Every test starts on one thread, whatever the previous one left behind."""
+    torch.set_num_threads(1)
+    yield
+
 
 SDE_FACTORIES = {
     "ve": S.VESDE,

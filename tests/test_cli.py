@@ -6,26 +6,16 @@ import argparse
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from scoresde import cli
 from scoresde.checkpoint import load_checkpoint
 
 TINY_MLP = ["--set", "model_kwargs={hidden: 16, depth: 1}", "--no-progress"]
 TINY_UNET = ["--set", "model_kwargs={channels: 8, num_res_blocks: 1}", "--no-progress"]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def run(*argv: str) -> int:

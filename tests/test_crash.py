@@ -36,11 +36,9 @@ X = torch.randn(512, 2, generator=torch.Generator().manual_seed(0))
 
 @pytest.fixture(autouse=True)
 def _restore_global_state() -> Iterator[None]:
-    """One thread; the trainer's deterministic-algorithms switch does not leak to other tests."""
-    threads, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(1)
+    """The trainer's deterministic-algorithms switch does not leak to other tests."""
+    det = torch.are_deterministic_algorithms_enabled()
     yield
-    torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(det)
 
 

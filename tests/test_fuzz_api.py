@@ -11,7 +11,7 @@ from __future__ import annotations
 import collections
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,14 +46,6 @@ SDES: dict[str, Callable[[], S.SDE]] = {
 }
 NAN = float("nan")
 INF = float("inf")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _nan_score(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -436,7 +428,6 @@ def test_mixed_size_images_are_refused(
 
 @pytest.fixture(scope="module")
 def good_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("good") / "run"
     cfg = TrainConfig(out=str(out), steps=2, batch_size=8, progress=False, sample_n=0,
                       tensorboard=False, model_kwargs={"hidden": 8, "depth": 1})  # fmt: skip

@@ -15,7 +15,6 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -37,20 +36,11 @@ TINY = ["--device", "cpu", "--no-progress", "--set", "sample_n=0", "--set",
         "model_kwargs={hidden: 8, depth: 1}", "--set", "tensorboard=false"]  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A workspace with a good tiny run and a zoo of broken inputs."""
     from PIL import Image
 
-    torch.set_num_threads(1)
     w = tmp_path_factory.mktemp("cli_ws")
     cfg = TrainConfig(out=str(w / "run"), steps=2, batch_size=8, progress=False, sample_n=0,
                       tensorboard=False, model_kwargs={"hidden": 8, "depth": 1})  # fmt: skip

@@ -21,15 +21,6 @@ SDES = {"ve": S.VESDE, "vp": S.VPSDE, "subvp": S.SubVPSDE, "edm": S.EDMSDE}
 EPS = 1e-5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # small analytic problems: one intra-op thread is faster on a shared 2-core box
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def gauss2() -> Gaussian:
     return Gaussian([0.5, -1.0], covariance=[[0.6, 0.25], [0.25, 0.3]])
 

@@ -11,14 +11,6 @@ import scoresde as S
 from scoresde.targets import Gaussian
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # ---------------------------------------------------------------------------------------------
 # bits per dimension and dequantisation
 def test_uniform_density_is_eight_bits_in_both_ranges() -> None:

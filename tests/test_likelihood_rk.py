@@ -11,14 +11,6 @@ from torchdiffeq import odeint
 from scoresde.likelihood.rk import TABLEAUS, solve_ivp_batched
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _fixed_step(tab, f, y0: torch.Tensor, n: int) -> torch.Tensor:
     """n equal steps of the propagated solution on [0, 1] (to measure the order)."""
     h, y, u = 1.0 / n, y0, torch.zeros(y0.shape[0], dtype=y0.dtype)

@@ -72,15 +72,7 @@ def test_bf16_autocast_runs_and_stays_close() -> None:
     torch.testing.assert_close(low, ref, rtol=0.05, atol=0.05 * float(ref.detach().abs().max()))
 
 
-@pytest.fixture
-def one_thread():  # type: ignore[no-untyped-def]
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matrices: threads only fight over the shared cores
-    yield
-    torch.set_num_threads(n)
-
-
-def test_mlp_learns_a_gaussian_score(one_thread: None) -> None:
+def test_mlp_learns_a_gaussian_score() -> None:
     """600 Adam steps on N(mu, 0.25 I) give a score within a few % of the exact one."""
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)

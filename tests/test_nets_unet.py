@@ -13,14 +13,6 @@ from scoresde.nets.unet import AttnBlock
 from scoresde.parameterize import ScoreModel
 
 
-@pytest.fixture(autouse=True)
-def one_thread():  # type: ignore[no-untyped-def]
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def n_params(m: torch.nn.Module) -> int:
     return sum(p.numel() for p in m.parameters())
 

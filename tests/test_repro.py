@@ -25,11 +25,10 @@ ADAPTIVE = {"ode"}  # torchdiffeq's adaptive steps are shared by the batch
 
 
 @pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    old, det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(1)
+def _restore_deterministic() -> Iterator[None]:
+    """The trainer's deterministic-algorithms switch does not leak to other tests."""
+    det = torch.are_deterministic_algorithms_enabled()
     yield
-    torch.set_num_threads(old)
     torch.use_deterministic_algorithms(det)
 
 

@@ -9,7 +9,7 @@ precision (bf16/fp16 autocast) runs only where CUDA is available.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -28,14 +28,6 @@ SDES: dict[str, Callable[[], S.SDE]] = {
     "edm": S.EDMSDE,
     "affine": cosine_affine,
 }
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _supported(sampler: str, sde: S.SDE) -> bool:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import scoresde as S
-from _sampler_targets import _one_thread, aniso32d, ring2d  # noqa: F401
+from _sampler_targets import aniso32d, ring2d
 from scoresde.metrics import mode_report
 from scoresde.sampling import get_sampler
 

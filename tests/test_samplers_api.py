@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import scoresde as S
-from _sampler_targets import _one_thread, ring2d  # noqa: F401
+from _sampler_targets import ring2d
 from scoresde.sampling import CounterNoise, SampleResult, Schedule, available_samplers
 
 STOCHASTIC = {

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 import scoresde as S
-from _sampler_targets import _one_thread  # noqa: F401
 from scoresde.targets import Gaussian, GaussianMixture
 
 STEPS = (16, 32, 64)

@@ -107,7 +107,6 @@ def test_foreign_files_are_refused(tmp_path: Path) -> None:
 
 
 def test_trainer_refuses_to_resume_from_a_corrupted_checkpoint(tmp_path: Path) -> None:
-    torch.set_num_threads(1)
     x = torch.randn(200, 2)
     cfg = TrainConfig(out=str(tmp_path / "r"), steps=4, batch_size=32, ckpt_every=4,
                       progress=False, tensorboard=False, sample_n=0,
