@@ -313,6 +313,7 @@ def add_runtime_arguments(p: argparse.ArgumentParser, *, raw_weights: bool = Tru
 
 def _configure_sample(p: argparse.ArgumentParser) -> None:
     from .sampling import available_samplers
+    from .sampling.api import PRECISIONS as SAMPLE_PRECISIONS
 
     add_checkpoint_argument(p)
     p.add_argument("--n", type=int, required=True, metavar="N", help="number of samples")
@@ -371,7 +372,7 @@ def _configure_sample(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--precision",
-        choices=("fp32", "bf16", "fp16"),
+        choices=tuple(SAMPLE_PRECISIONS),
         default="fp32",
         help="autocast dtype of the network calls (default fp32; bf16 is ~2x faster on recent "
         "GPUs; the sampler's updates stay in fp32)",

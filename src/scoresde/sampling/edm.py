@@ -150,8 +150,8 @@ def edm(
     for i in range(n):
         t, t_next, s, sig = times[i], times[i + 1], sc[i], sg[i]
         gamma = gamma_max if s_tmin <= sg_host[i] <= s_tmax else 0.0
-        sig_hat = torch.minimum(sig * (1.0 + gamma), sig_top)
         if min(sg_host[i] * (1.0 + gamma), top_host) > sg_host[i]:
+            sig_hat = torch.minimum(sig * (1.0 + gamma), sig_top)
             x_hat = x_hat + s_noise * torch.sqrt(sig_hat**2 - sig**2) * ctx.randn_like(x_hat)
             t = sde.sigma_inv(sig_hat)
             s, sig = sde.scale(t), sde.sigma(t)
