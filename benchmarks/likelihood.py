@@ -173,17 +173,6 @@ def cheapest_at(sweep, target_err):
     return min(ok) if ok else (float("nan"), float("nan"))
 
 
-def run_formulation(fn, sde, x, kw, **opts):
-    """``scoresde.log_likelihood`` with the formulation ``kw`` (``_first_step`` patches the cap)."""
-    kw = dict(kw)
-    saved = scoresde.likelihood.api.FIRST_STEP
-    scoresde.likelihood.api.FIRST_STEP = kw.pop("_first_step", saved)
-    try:
-        return scoresde.log_likelihood(fn, sde, x, **kw, **opts)
-    finally:
-        scoresde.likelihood.api.FIRST_STEP = saved
-
-
 FORMULATIONS = {
     "default (sigma/(0.6+sigma), w, residual)": {},
     "same, no first-step cap": {"_first_step": 1.0},
@@ -220,7 +209,9 @@ def part1(targets, batch: int, lines: list[str]) -> None:
             for name, kw in FORMULATIONS.items():
                 sweep = []
                 for rtol in RTOLS:  # loose to tight, stop at the first that is accurate enough
-                    rr = run_formulation(fn, sde, x, kw, divergence="exact", rtol=rtol, atol=rtol)
+                    rr = scoresde.log_likelihood(
+                        fn, sde, x, divergence="exact", rtol=rtol, atol=rtol, **kw
+                    )
                     e = rr.log_prob - exact_log_prob(tg, sde, x, rr.latent, rr.prior_log_prob)
                     sweep.append((rtol, float(e.abs().mean()), float(rr.nfe.float().mean())))
                     if sweep[-1][1] <= float(err_a.mean()):

@@ -115,6 +115,7 @@ def _solve_flow(
     atol: float,
     method: str,
     norm: str,
+    first_step: float = FIRST_STEP,
 ) -> ODESolution:
     return solve_ivp_batched(
         rhs,
@@ -126,7 +127,7 @@ def _solve_flow(
         method=method,
         norm=_norm(norm, flow.dim),
         pi=PI_CONTROLLER,
-        first_step=FIRST_STEP,
+        first_step=first_step,
     )
 
 
@@ -149,6 +150,7 @@ def log_likelihood(
     _state: str = DEFAULT_STATE,
     _norm_kind: str = DEFAULT_NORM,
     _residual: bool = True,
+    _first_step: float = FIRST_STEP,
     _probes: Tensor | None = None,
 ) -> LikelihoodResult:
     """Exact log-likelihood ``log p_eps(x)`` by the probability-flow ODE (seed 002).
@@ -213,6 +215,7 @@ def log_likelihood(
             kw.update(divergence=divergence)
             kw.update(probe=probe, eps=eps, generator=generator, _variable=_variable)
             kw.update(_state=_state, _norm_kind=_norm_kind, _residual=_residual)
+            kw.update(_first_step=_first_step)
             # probes for the whole batch, drawn once: the chunking does not change any result
             full = _probes
             if divergence == "hutchinson" and full is None:
@@ -244,9 +247,8 @@ def log_likelihood(
             else draw_probes(probe, x.shape[0], flow.dim, probes, generator, x)
         )
     state = torch.cat([flow.to_state(x, t0), x.new_zeros(x.shape[0], 1)], dim=1)
-    sol = _solve_flow(
-        flow, flow.drift_and_divergence(v), state, t0, t1, rtol, atol, method, _norm_kind
-    )
+    rhs = flow.drift_and_divergence(v)
+    sol = _solve_flow(flow, rhs, state, t0, t1, rtol, atol, method, _norm_kind, _first_step)
     z = flow.from_state(sol.y[:, :-1], t1)
     prior = sde.prior_log_prob(z)
     delta = sol.y[:, -1] + flow.log_scale_correction(t0, t1)
