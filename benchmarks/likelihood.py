@@ -175,7 +175,7 @@ def cheapest_at(sweep, target_err):
 
 FORMULATIONS = {
     "default (sigma/(0.6+sigma), w, residual)": {},
-    "same, no first-step cap": {"_first_step": 1.0},
+    "same, unbounded first probe": {"_first_probe": 1.0},
     "asinh sigma, w (previous default)": {"_variable": "asinh_sigma"},
     "VP clock, w": {"_variable": "vp_time"},
     "t, x (ref. equations)": {"_variable": "t", "_state": "x", "_residual": False},

@@ -23,8 +23,12 @@ DEFAULT_STATE = "w"
 """Solver state used by the public functions (see :mod:`.flow`)."""
 DEFAULT_NORM = "rms"
 """Per-sample error norm used by the public functions (see :func:`_norm`)."""
-FIRST_STEP = 0.02
-"""Largest first step as a fraction of the ``u`` interval (see :func:`.rk._initial_step`)."""
+FIRST_PROBE = 0.02
+"""Farthest reach of the starting-step heuristic's probe, as a fraction of the ``u`` interval.
+
+Chosen by ``benchmarks/likelihood.py``: it keeps the first step from jumping over structure at
+small noise (``test_first_probe_sees_small_noise_structure``) without capping the first step of
+smooth problems (see :func:`.rk._initial_step`)."""
 PI_CONTROLLER = (1.0, 0.0)
 """Step-size controller exponents ``(alpha, beta) * order``: ``h *= r^-alpha r_prev^beta``."""
 
@@ -115,7 +119,7 @@ def _solve_flow(
     atol: float,
     method: str,
     norm: str,
-    first_step: float = FIRST_STEP,
+    first_probe: float = FIRST_PROBE,
 ) -> ODESolution:
     return solve_ivp_batched(
         rhs,
@@ -127,7 +131,7 @@ def _solve_flow(
         method=method,
         norm=_norm(norm, flow.dim),
         pi=PI_CONTROLLER,
-        first_step=first_step,
+        first_probe=first_probe,
     )
 
 
@@ -150,7 +154,7 @@ def log_likelihood(
     _state: str = DEFAULT_STATE,
     _norm_kind: str = DEFAULT_NORM,
     _residual: bool = True,
-    _first_step: float = FIRST_STEP,
+    _first_probe: float = FIRST_PROBE,
     _probes: Tensor | None = None,
 ) -> LikelihoodResult:
     """Exact log-likelihood ``log p_eps(x)`` by the probability-flow ODE (seed 002).
@@ -215,7 +219,7 @@ def log_likelihood(
             kw.update(divergence=divergence)
             kw.update(probe=probe, eps=eps, generator=generator, _variable=_variable)
             kw.update(_state=_state, _norm_kind=_norm_kind, _residual=_residual)
-            kw.update(_first_step=_first_step)
+            kw.update(_first_probe=_first_probe)
             # probes for the whole batch, drawn once: the chunking does not change any result
             full = _probes
             if divergence == "hutchinson" and full is None:
@@ -248,7 +252,7 @@ def log_likelihood(
         )
     state = torch.cat([flow.to_state(x, t0), x.new_zeros(x.shape[0], 1)], dim=1)
     rhs = flow.drift_and_divergence(v)
-    sol = _solve_flow(flow, rhs, state, t0, t1, rtol, atol, method, _norm_kind, _first_step)
+    sol = _solve_flow(flow, rhs, state, t0, t1, rtol, atol, method, _norm_kind, _first_probe)
     z = flow.from_state(sol.y[:, :-1], t1)
     prior = sde.prior_log_prob(z)
     delta = sol.y[:, -1] + flow.log_scale_correction(t0, t1)

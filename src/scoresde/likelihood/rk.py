@@ -174,7 +174,7 @@ def _initial_step(
     k0: Tensor,
     direction: Tensor,
     span: Tensor,
-    first_step: float,
+    first_probe: float,
     order: int,
     rtol: float,
     atol: float,
@@ -182,14 +182,17 @@ def _initial_step(
 ) -> Tensor:
     """Per-row starting step (Hairer, Nørsett & Wanner, *Solving ODEs I*, II.4, p. 169).
 
-    At most ``first_step * span``: the heuristic extrapolates from the start, and where the
-    solution is flat there (the PF ODE near ``sigma = 0``) it can propose a first step across
-    all of the structure at small noise, which the embedded error estimate then misjudges.
+    The heuristic's Euler probe, from which it estimates the second derivative, reaches at most
+    ``first_probe * span``: where the solution is flat at the start (the PF ODE near
+    ``sigma = 0``) the unbounded probe ``0.01 |y0| / |f0|`` lands beyond all the structure at
+    small noise, and the heuristic then proposes a first step across it that the embedded error
+    estimate misjudges. A probe that stays near the start sees that structure; the step itself
+    is then at most ``100`` probe lengths, as in Hairer's rule.
     """
     scale = atol + rtol * y0.abs()
     d0, d1 = norm(y0 / scale), norm(k0 / scale)
     h0 = torch.where((d0 < 1e-5) | (d1 < 1e-5), torch.full_like(d0, 1e-6), 0.01 * d0 / d1)
-    h0 = torch.minimum(h0, span)
+    h0 = torch.minimum(h0, first_probe * span)
     k1 = f(rows, u0 + direction * h0, y0 + (direction * h0)[:, None] * k0)
     d2 = norm((k1 - k0) / scale) / h0
     big = torch.maximum(d1, d2)
@@ -198,7 +201,7 @@ def _initial_step(
         torch.clamp(h0 * 1e-3, min=1e-6),
         (0.01 / big.clamp(min=1e-300)) ** (1.0 / (order + 1)),
     )
-    return torch.minimum(torch.minimum(100 * h0, h1), first_step * span)
+    return torch.minimum(torch.minimum(100 * h0, h1), span)
 
 
 def solve_ivp_batched(
@@ -214,7 +217,7 @@ def solve_ivp_batched(
     max_steps: int = 100_000,
     safety: float = 0.9,
     pi: tuple[float, float] = (1.0, 0.0),
-    first_step: float = 1.0,
+    first_probe: float = 1.0,
 ) -> ODESolution:
     """Integrate ``dy/du = fn(rows, u, y)`` for each row ``b`` from ``u0[b]`` to ``u1[b]``.
 
@@ -222,12 +225,13 @@ def solve_ivp_batched(
     ``norm(err_b / (atol + rtol max(|y_b|, |y_new_b|))) <= 1`` and its next step is
     ``h_b * clip(safety * r_b^(-1/order), 0.2, 10)`` (no growth right after a rejection).
     ``y0`` is ``(B, N)``; ``u0``/``u1`` are ``(B,)`` and rows may integrate in either direction.
-    The first step of a row is at most ``first_step`` times its interval ``|u1 - u0|``.
+    The starting-step heuristic probes at most ``first_probe`` times a row's interval
+    ``|u1 - u0|`` ahead (see :func:`_initial_step`).
     """
     check_choice("method", method, TABLEAUS)
-    if not 0.0 < first_step <= 1.0:
+    if not 0.0 < first_probe <= 1.0:
         raise ValueError(
-            f"first_step must lie in (0, 1] (a fraction of the interval), got {first_step}"
+            f"first_probe must lie in (0, 1] (a fraction of the interval), got {first_probe}"
         )
     tab = TABLEAUS[method]
     if y0.dim() != 2:
@@ -250,7 +254,7 @@ def solve_ivp_batched(
     k_first = f(rows, u, y)
     _check_finite(k_first, u)
     h = _initial_step(
-        f, rows, u, y, k_first, direction, span, first_step, tab.order, rtol, atol, norm
+        f, rows, u, y, k_first, direction, span, first_probe, tab.order, rtol, atol, norm
     )
     n_steps = torch.zeros(rows.numel(), dtype=torch.long, device=y0.device)
     n_rej = torch.zeros_like(n_steps)
