@@ -224,7 +224,7 @@ def part1(targets, batch: int, lines: list[str]) -> None:
                 f"{t_a:.2f} | {err_c.mean():.1e} / {err_c.max():.1e} | "
                 f"{r.nfe.float().mean():.0f} / {r.calls} | {t_c:.2f} | " + " | ".join(eq) + " |"
             )
-            print(lines[-1], flush=True)
+            print(lines[-1], file=sys.stderr, flush=True)  # progress (table: stdout)
     lines.append("")
     geo = {
         k: math.exp(sum(math.log(v) for v in vs) / len(vs))
@@ -302,7 +302,7 @@ def part2(kds, targets, batch: int, lines: list[str]) -> None:
                 lines.append(
                     f"| {tname} | {sname} | {nfe} | {e_s:.1e} | {o_s:.1e} | {e_t:.1e} | {o_t:.1e} |"
                 )
-                print(lines[-1], flush=True)
+                print(lines[-1], file=sys.stderr, flush=True)  # progress (table: stdout)
     lines += ["", f"scoresde's solver error is lower at {wins} of {total} matched-NFE points.", ""]
 
 
@@ -463,7 +463,7 @@ def part3(lines: list[str], batch: int, dim: int) -> None:
                 f"{err_c:.1e} | {r.nfe.float().mean():.0f} / {r.calls} | {t_c:.2f} | "
                 f"{t_a / t_c:.2f}x | {overhead:.2f} | {nfe_asinh:.0f} |"
             )
-            print(lines[-1], flush=True)
+            print(lines[-1], file=sys.stderr, flush=True)  # progress (table: stdout)
     lines.append("")
 
 
