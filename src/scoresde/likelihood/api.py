@@ -314,6 +314,14 @@ def _transport(
     t_eps, t_end = _times(sde, x, eps)
     t_from, t_to = (t_eps, t_end) if forward else (t_end, t_eps)
     sol = _solve_flow(
-        flow, flow.drift, flow.to_state(x, t_from), t_from, t_to, rtol, atol, method, DEFAULT_NORM
+        flow,
+        flow.drift(),
+        flow.to_state(x, t_from),
+        t_from,
+        t_to,
+        rtol,
+        atol,
+        method,
+        DEFAULT_NORM,
     )
     return flow.from_state(sol.y, t_to)

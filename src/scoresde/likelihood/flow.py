@@ -223,11 +223,51 @@ class ProbabilityFlow:
 
     # ------------------------------------------------------------------------------------------
     # right-hand sides
-    def drift(self, rows: Tensor, u: Tensor, w: Tensor) -> Tensor:
-        """``dw/du`` for the state ``w`` (no divergence): encode/decode."""
-        fr = self.frame(u)
-        x = (w * fr.m[:, None]).reshape(w.shape[0], *self.event_shape)
-        score = self.score_fn(x, fr.t)
+    def drift(self) -> _Drift:
+        """The right-hand side ``(rows, u, w) -> dw/du`` (no divergence): encode/decode."""
+        return _Drift(self)
+
+    def drift_and_divergence(self, probes: Tensor | None) -> _WithDivergence:
+        """The right-hand side of the augmented state ``[w, A]`` using ``probes``."""
+        return _WithDivergence(self, probes)
+
+
+class _StagedRHS:
+    """A right-hand side whose coefficients depend on ``u`` alone, computed once per step.
+
+    :func:`.rk.solve_ivp_batched` announces all stage points of a step (``prepare``), the frames
+    of every stage are computed in one call, and ``stage(i, rows, y)`` uses the ``i``-th.
+    """
+
+    def __init__(self, flow: ProbabilityFlow) -> None:
+        self.flow = flow
+        self._frames: Frame | None = None
+
+    def __call__(self, rows: Tensor, u: Tensor, state: Tensor) -> Tensor:
+        return self.evaluate(rows, self.flow.frame(u), state)
+
+    def prepare(self, us: Tensor) -> None:
+        """Compute the frames at the points ``us`` ``(S, B)`` of a step's later stages."""
+        flat = self.flow.frame(us.reshape(-1))  # SDE coefficients see a 1-d tensor of times
+        self._frames = Frame(*(v.reshape(us.shape) for v in flat))
+
+    def stage(self, i: int, rows: Tensor, state: Tensor) -> Tensor:
+        """The right-hand side at stage ``i`` of the prepared step."""
+        assert self._frames is not None, "prepare() must announce the step first"
+        return self.evaluate(rows, Frame(*(v[i] for v in self._frames)), state)
+
+    def evaluate(self, rows: Tensor, fr: Frame, state: Tensor) -> Tensor:
+        """The right-hand side at the frame ``fr``."""
+        raise NotImplementedError
+
+
+class _Drift(_StagedRHS):
+    """``(rows, u, w) -> dw/du``."""
+
+    def evaluate(self, rows: Tensor, fr: Frame, w: Tensor) -> Tensor:
+        flow = self.flow
+        x = (w * fr.m[:, None]).reshape(w.shape[0], *flow.event_shape)
+        score = flow.score_fn(x, fr.t)
         if not isinstance(score, Tensor) or score.shape != x.shape:
             got = tuple(score.shape) if isinstance(score, Tensor) else type(score).__name__
             raise ValueError(
@@ -235,21 +275,17 @@ class ProbabilityFlow:
             )
         return -fr.a[:, None] * score.reshape(w.shape) - fr.b[:, None] * w
 
-    def drift_and_divergence(self, probes: Tensor | None) -> _WithDivergence:
-        """The right-hand side of the augmented state ``[w, A]`` using ``probes``."""
-        return _WithDivergence(self, probes)
 
-
-class _WithDivergence:
+class _WithDivergence(_StagedRHS):
     """``(rows, u, [w, A]) -> [dw/du, -r s tr J]``; ``probes`` ``(P, B, d)`` or ``None``."""
 
     def __init__(self, flow: ProbabilityFlow, probes: Tensor | None) -> None:
-        self.flow, self.probes = flow, probes
+        super().__init__(flow)
+        self.probes = probes
 
-    def __call__(self, rows: Tensor, u: Tensor, state: Tensor) -> Tensor:
+    def evaluate(self, rows: Tensor, fr: Frame, state: Tensor) -> Tensor:
         flow = self.flow
         w = state[:, :-1]
-        fr = flow.frame(u)
         x = (w * fr.m[:, None]).reshape(w.shape[0], *flow.event_shape)
         probes = self.probes
         if probes is not None and rows.numel() != probes.shape[1]:

@@ -22,7 +22,13 @@ from .._checks import check_choice
 __all__ = ["Tableau", "TABLEAUS", "ODESolution", "solve_ivp_batched", "RHS"]
 
 RHS = Callable[[Tensor, Tensor, Tensor], Tensor]
-"""``F(rows, u, y) -> dy/du``: ``rows`` are the original batch indices of the ``y`` rows."""
+"""``F(rows, u, y) -> dy/du``: ``rows`` are the original batch indices of the ``y`` rows.
+
+A right-hand side may also offer ``prepare(us)`` and ``stage(i, rows, y)``: the solver then
+hands it the points ``us`` ``(S, B)`` of all later stages of a step at once and evaluates stage
+``i`` as ``stage(i, rows, y)``, so that whatever depends on ``u`` alone (the PF ODE's
+coefficients) is computed once per step instead of once per stage.
+"""
 
 
 @dataclass(frozen=True)
@@ -158,12 +164,34 @@ def rms_norm(z: Tensor) -> Tensor:
 
 
 class _Counter:
-    def __init__(self, fn: RHS) -> None:
+    """Counts the batched calls of ``fn``; stages go through ``fn``'s staged interface if any.
+
+    See :data:`RHS`.
+    """
+
+    def __init__(self, fn: RHS, c: tuple[float, ...]) -> None:
         self.fn, self.calls = fn, 0
+        self.staged = hasattr(fn, "prepare") and hasattr(fn, "stage")
+        self.c = c
 
     def __call__(self, rows: Tensor, u: Tensor, y: Tensor) -> Tensor:
         self.calls += 1
         return self.fn(rows, u, y)
+
+    def prepare(self, u: Tensor, hs: Tensor) -> None:
+        """Announce a step of signed size ``hs`` from ``u`` (both ``(B,)``)."""
+        if self.staged:
+            cs = torch.tensor(self.c[1:], dtype=u.dtype, device=u.device)
+            self.fn.prepare(u + hs * cs[:, None])  # type: ignore[attr-defined]
+        else:
+            self.u, self.hs = u, hs
+
+    def stage(self, i: int, rows: Tensor, y: Tensor) -> Tensor:
+        """Evaluate stage ``i >= 1`` of the announced step at ``y``."""
+        self.calls += 1
+        if self.staged:
+            return self.fn.stage(i - 1, rows, y)  # type: ignore[attr-defined]
+        return self.fn(rows, self.u + self.hs * self.c[i], y)
 
 
 def _initial_step(
@@ -237,7 +265,7 @@ def solve_ivp_batched(
     if y0.dim() != 2:
         raise ValueError(f"y0 must be (B, N), got shape {tuple(y0.shape)}")
     batch = y0.shape[0]
-    f = _Counter(fn)
+    f = _Counter(fn, tab.c)
     out = y0.clone()
     nfe = torch.zeros(batch, dtype=torch.long)
     steps = torch.zeros(batch, dtype=torch.long)
@@ -266,6 +294,7 @@ def solve_ivp_batched(
         last = h >= remaining * (1 - 1e-12)
         h = torch.where(last, remaining, h)
         hs = (direction * h)[:, None]
+        f.prepare(u, direction * h)
         ks = [k_first]
         for i in range(1, tab.stages):
             acc = ks[0] * tab.a[i][0]
@@ -275,7 +304,7 @@ def solve_ivp_batched(
             yi = torch.addcmul(y, hs, acc)
             if i == tab.stages - 1:
                 y_new = yi  # FSAL: the last stage sits at the propagated solution
-            ks.append(f(rows, u + direction * h * tab.c[i], yi))
+            ks.append(f.stage(i, rows, yi))
         err = ks[0] * tab.e[0]
         for k, e in zip(ks[1:], tab.e[1:], strict=True):
             if e != 0.0:
