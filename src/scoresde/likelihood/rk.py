@@ -173,6 +173,7 @@ class _Counter:
         self.fn, self.calls = fn, 0
         self.staged = hasattr(fn, "prepare") and hasattr(fn, "stage")
         self.c = c
+        self._cs: Tensor | None = None  # c[1:] as a column on the state's device, made once
 
     def __call__(self, rows: Tensor, u: Tensor, y: Tensor) -> Tensor:
         self.calls += 1
@@ -181,8 +182,9 @@ class _Counter:
     def prepare(self, u: Tensor, hs: Tensor) -> None:
         """Announce a step of signed size ``hs`` from ``u`` (both ``(B,)``)."""
         if self.staged:
-            cs = torch.tensor(self.c[1:], dtype=u.dtype, device=u.device)
-            self.fn.prepare(u + hs * cs[:, None])  # type: ignore[attr-defined]
+            if self._cs is None:
+                self._cs = torch.tensor(self.c[1:], dtype=u.dtype, device=u.device)[:, None]
+            self.fn.prepare(u + hs * self._cs)  # type: ignore[attr-defined]
         else:
             self.u, self.hs = u, hs
 
