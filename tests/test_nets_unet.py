@@ -188,3 +188,22 @@ def test_small_unet_fits_a_few_digits() -> None:
         loss.backward()
         opt.step()
     assert float(model.loss(x0, t=t, noise=z).detach()) < 0.5 * first
+
+
+@pytest.mark.parametrize("embedding", ["fourier", "sinusoidal"])
+def test_float64_networks_run_in_float64(embedding: str) -> None:
+    """``.double()`` networks (float64 likelihoods, precise tests) embed the noise level in
+    float64; the float32 embedding used to reach float64 layers and fail."""
+    torch.manual_seed(0)
+    nets = [
+        UNet.small(1, 8, embedding=embedding),
+        MLP(3, hidden=16, depth=1, embed_dim=8, embedding=embedding),
+    ]
+    for net, x in zip(nets, (torch.randn(2, 1, 8, 8), torch.randn(2, 3)), strict=True):
+        for p in net.parameters():
+            torch.nn.init.normal_(p, std=0.2)  # no zero-initialised output layer
+        c = torch.tensor([-0.3, 0.4])
+        ref = net(x, c)
+        out = net.double()(x.double(), c.double())
+        assert out.dtype == torch.float64
+        torch.testing.assert_close(out.float(), ref, rtol=1e-4, atol=1e-4)

@@ -1,7 +1,8 @@
 """Embeddings of the scalar noise input ``c_noise`` and of class labels.
 
-Both time embeddings are computed in float32 whatever the autocast context, since the high
-frequencies of a Fourier embedding lose all precision in bf16.
+Both time embeddings are computed in at least float32 whatever the autocast context, since the
+high frequencies of a Fourier embedding lose all precision in bf16; a float64 ``c`` (a network
+converted with ``.double()``) is embedded in float64.
 """
 
 from __future__ import annotations
@@ -16,6 +17,11 @@ from .._checks import check_choice, check_positive
 __all__ = ["GaussianFourierEmbedding", "SinusoidalEmbedding", "LabelEmbedding", "time_embedding"]
 
 EMBEDDINGS = ("fourier", "sinusoidal")
+
+
+def _embed_dtype(c: Tensor) -> torch.dtype:
+    """float32 for half, bfloat16 and float32 inputs; float64 for float64."""
+    return torch.promote_types(c.dtype, torch.float32)
 
 
 class GaussianFourierEmbedding(nn.Module):
@@ -35,8 +41,9 @@ class GaussianFourierEmbedding(nn.Module):
         self.register_buffer("freqs", torch.randn(embed_dim // 2) * scale)
 
     def forward(self, c: Tensor) -> Tensor:
-        """Embed a ``(B,)`` tensor into ``(B, embed_dim)`` (float32)."""
-        arg = 2 * math.pi * c.float()[:, None] * self.freqs.float()[None, :]
+        """Embed a ``(B,)`` tensor into ``(B, embed_dim)`` (float64 only for float64 ``c``)."""
+        dtype = _embed_dtype(c)
+        arg = 2 * math.pi * c.to(dtype)[:, None] * self.freqs.to(dtype)[None, :]
         return torch.cat([arg.sin(), arg.cos()], dim=1)
 
 
@@ -61,8 +68,9 @@ class SinusoidalEmbedding(nn.Module):
         self.register_buffer("freqs", freqs)
 
     def forward(self, c: Tensor) -> Tensor:
-        """Embed a ``(B,)`` tensor into ``(B, embed_dim)`` (float32)."""
-        arg = self.scale * c.float()[:, None] * self.freqs.float()[None, :]
+        """Embed a ``(B,)`` tensor into ``(B, embed_dim)`` (float64 only for float64 ``c``)."""
+        dtype = _embed_dtype(c)
+        arg = self.scale * c.to(dtype)[:, None] * self.freqs.to(dtype)[None, :]
         return torch.cat([arg.sin(), arg.cos()], dim=1)
 
 
