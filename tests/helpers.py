@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
@@ -35,3 +36,29 @@ def four_mode_mixture() -> GaussianMixture:
         [[0.4, 0.1], [0.1, 0.3]],
     ]
     return GaussianMixture(means, covariances=covs, weights=[0.1, 0.2, 0.3, 0.4])
+
+
+class HostReads:
+    """Count reads of tensor values into Python (a device synchronisation on a GPU)."""
+
+    NAMES = ("__bool__", "__float__", "__int__", "__index__", "item", "tolist")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._saved: dict[str, Any] = {}
+
+    def __enter__(self) -> HostReads:
+        for name in self.NAMES:
+            orig = getattr(torch.Tensor, name)
+            self._saved[name] = orig
+
+            def counted(t: torch.Tensor, *a: Any, _orig: Any = orig, **k: Any) -> Any:
+                self.count += 1
+                return _orig(t, *a, **k)
+
+            setattr(torch.Tensor, name, counted)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name, orig in self._saved.items():
+            setattr(torch.Tensor, name, orig)

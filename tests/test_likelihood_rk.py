@@ -9,6 +9,7 @@ import torch
 from torchdiffeq import odeint
 
 import scoresde as S
+from helpers import HostReads
 from scoresde.likelihood.flow import ProbabilityFlow
 from scoresde.likelihood.rk import TABLEAUS, solve_ivp_batched
 from scoresde.targets import Gaussian
@@ -153,3 +154,23 @@ def test_staged_rhs_computes_coefficients_once_per_step_with_identical_results()
     assert len(frames) == b.calls  # one frame per batched call when evaluated stage by stage
     attempts = int((a.steps + a.rejected).max())
     assert n_staged == 2 + attempts < b.calls  # start, probe, then one per step attempt
+
+
+def test_one_host_read_per_step() -> None:
+    """The adaptive loop reads tensor values into Python once per step attempt (whether rows
+    finished or underflowed, together): on a GPU each read waits for the device."""
+    sde = S.VPSDE()
+    tg = Gaussian([0.3, -0.5], covariance=[[0.5, 0.2], [0.2, 0.3]])
+    x = tg.sample(6, torch.Generator().manual_seed(0), dtype=torch.float64)
+    flow = ProbabilityFlow(tg.score_fn(sde), sde, (2,))
+    t0, t1 = torch.full((6,), 1e-5, dtype=torch.float64), torch.full((6,), 1.0, dtype=torch.float64)
+    y0 = torch.cat([flow.to_state(x, t0), x.new_zeros(6, 1)], dim=1)
+    u0, u1 = flow.u_of_t(t0), flow.u_of_t(t1)
+    counts = {}
+    for tol in (1e-4, 1e-8):
+        with HostReads() as h:
+            sol = solve_ivp_batched(flow.drift_and_divergence(None), y0, u0, u1, rtol=tol, atol=tol)
+        counts[tol] = (h.count, int((sol.steps + sol.rejected).max()))
+    (reads_lo, n_lo), (reads_hi, n_hi) = counts[1e-4], counts[1e-8]
+    assert n_hi > 2 * n_lo
+    assert reads_hi - reads_lo <= n_hi - n_lo  # at most one more read per extra step attempt

@@ -9,6 +9,7 @@ import torch
 
 import scoresde as S
 from _sampler_targets import ring2d
+from helpers import HostReads
 from scoresde.sampling import CounterNoise, SampleResult, Schedule, available_samplers
 
 STOCHASTIC = {
@@ -212,32 +213,6 @@ def test_precision_runs_the_score_under_autocast_and_keeps_the_sampling_dtype() 
         S.sample(score, sde, (4, 2), steps=2, precision="int8")
 
 
-class _HostReads:
-    """Count reads of tensor values into Python (a device synchronisation on a GPU)."""
-
-    NAMES = ("__bool__", "__float__", "__int__", "__index__", "item", "tolist")
-
-    def __init__(self) -> None:
-        self.count = 0
-        self._saved: dict[str, Any] = {}
-
-    def __enter__(self) -> _HostReads:
-        for name in self.NAMES:
-            orig = getattr(torch.Tensor, name)
-            self._saved[name] = orig
-
-            def counted(t: torch.Tensor, *a: Any, _orig: Any = orig, **k: Any) -> Any:
-                self.count += 1
-                return _orig(t, *a, **k)
-
-            setattr(torch.Tensor, name, counted)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for name, orig in self._saved.items():
-            setattr(torch.Tensor, name, orig)
-
-
 @pytest.mark.parametrize("sampler", [s for s in available_samplers() if s != "ode"])
 def test_no_host_reads_that_grow_with_the_steps(sampler: str) -> None:
     """A fixed-step sampler reads tensor values into Python a fixed number of times per call
@@ -245,9 +220,30 @@ def test_no_host_reads_that_grow_with_the_steps(sampler: str) -> None:
     sde = S.VPSDE()  # N(0, I) data: the score is exactly -x at every time
 
     def reads(steps: int) -> int:
-        with _HostReads() as h:
+        with HostReads() as h:
             S.sample(lambda x, t: -x, sde, (4, 2), sampler=sampler, steps=steps,
                      generator=torch.Generator().manual_seed(0))  # fmt: skip
         return h.count
 
     assert reads(40) == reads(10), f"{sampler}: host reads grow with the number of steps"
+
+
+@pytest.mark.parametrize("sampler", [s for s in available_samplers() if s != "ode"])
+def test_checked_score_functions_add_no_host_reads_per_step(sampler: str) -> None:
+    """Score functions that validate ``t`` through ``SDE.time`` (the analytic targets) read it
+    into Python, except under the samplers, which build the times themselves (it used to cost
+    two device synchronisations per evaluation); called directly they are still checked."""
+    from scoresde.targets import Gaussian
+
+    sde = S.VPSDE()
+    score = Gaussian([0.5, -0.5], variance=[0.3, 0.6]).score_fn(sde)
+
+    def reads(steps: int) -> int:
+        with HostReads() as h:
+            S.sample(score, sde, (4, 2), sampler=sampler, steps=steps,
+                     generator=torch.Generator().manual_seed(0))  # fmt: skip
+        return h.count
+
+    assert reads(40) == reads(10), f"{sampler}: host reads grow with the number of steps"
+    with pytest.raises(ValueError, match="t must lie in"):
+        score(torch.zeros(2, 2), torch.tensor([0.5, 1.5]))

@@ -5,7 +5,9 @@ from __future__ import annotations
 import difflib
 import math
 import operator
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import torch
 from torch import Tensor
@@ -127,3 +129,27 @@ def check_output(name: str, out: object, like: Tensor) -> Tensor:
             f"{tuple(like.shape)}; it must return a tensor shaped like x"
         )
     return out
+
+
+_TRUSTED_TIMES: ContextVar[bool] = ContextVar("scoresde_trusted_times", default=False)
+
+
+@contextmanager
+def trusted_times() -> Iterator[None]:
+    """Within this context :meth:`scoresde.SDE.time` skips its value checks of ``t``.
+
+    Those checks (range, NaN) read ``t`` into Python, a device synchronisation on a GPU at every
+    score evaluation. The samplers and the likelihood solver build their times themselves and
+    evaluate the score function inside this context; a score function called directly is
+    still checked.
+    """
+    token = _TRUSTED_TIMES.set(True)
+    try:
+        yield
+    finally:
+        _TRUSTED_TIMES.reset(token)
+
+
+def times_trusted() -> bool:
+    """Whether the caller is inside :func:`trusted_times`."""
+    return _TRUSTED_TIMES.get()

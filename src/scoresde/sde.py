@@ -29,7 +29,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from ._checks import check_nonnegative, check_positive
+from ._checks import check_nonnegative, check_positive, times_trusted
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 """A score function ``score_fn(x, t) -> Tensor`` shaped like ``x``; ``t`` is a ``(B,)`` tensor."""
@@ -147,7 +147,7 @@ class SDE(ABC):
                     f"of x {tuple(x.shape)}; got t of shape {tuple(t.shape)}"
                 )
             tt = t.to(device=x.device, dtype=x.dtype).expand(batch)
-            if tt.numel():
+            if tt.numel() and not times_trusted():  # reading t would synchronise a GPU
                 lo, hi = float(tt.min()), float(tt.max())
                 if not (math.isfinite(lo) and math.isfinite(hi)):
                     raise ValueError("t contains NaN or infinite values")

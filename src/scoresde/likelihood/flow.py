@@ -47,7 +47,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .._checks import check_choice
+from .._checks import check_choice, trusted_times
 from ..sde import SDE, ScoreFn
 from .divergence import score_and_trace
 
@@ -267,7 +267,8 @@ class _Drift(_StagedRHS):
     def evaluate(self, rows: Tensor, fr: Frame, w: Tensor) -> Tensor:
         flow = self.flow
         x = (w * fr.m[:, None]).reshape(w.shape[0], *flow.event_shape)
-        score = flow.score_fn(x, fr.t)
+        with trusted_times():  # the solver built t: no per-call read of its values
+            score = flow.score_fn(x, fr.t)
         if not isinstance(score, Tensor) or score.shape != x.shape:
             got = tuple(score.shape) if isinstance(score, Tensor) else type(score).__name__
             raise ValueError(
@@ -290,7 +291,8 @@ class _WithDivergence(_StagedRHS):
         probes = self.probes
         if probes is not None and rows.numel() != probes.shape[1]:
             probes = probes[:, rows]  # only the unfinished samples' own probes
-        score, tr = score_and_trace(flow.score_fn, x, fr.t, probes)
+        with trusted_times():  # the solver built t: no per-call read of its values
+            score, tr = score_and_trace(flow.score_fn, x, fr.t, probes)
         out = torch.empty_like(state)
         torch.mul(score.reshape(w.shape), -fr.a[:, None], out=out[:, :-1])
         out[:, :-1].sub_(fr.b[:, None] * w)

@@ -329,7 +329,15 @@ def solve_ivp_batched(
         n_rej += ~ok
         h = h * factor
         done = ok & last
-        if bool(done.any()):
+        tiny = ~done & (h < 4 * torch.finfo(h.dtype).eps * torch.maximum(u.abs(), end.abs()))
+        any_done, any_tiny = torch.stack((done.any(), tiny.any())).tolist()  # one host read
+        if any_tiny:
+            bad = int(rows[tiny][0])
+            raise RuntimeError(
+                f"step size underflow for sample {bad} at u={float(u[tiny][0]):.6g}: the ODE's "
+                "right-hand side is non-finite or too stiff there; check score_fn's output"
+            )
+        if any_done:
             idx = rows[done]
             out[idx] = y[done]
             nfe[idx.cpu()] = f.calls
@@ -342,13 +350,6 @@ def solve_ivp_batched(
             )
             if rows.numel() == 0:
                 return ODESolution(out, nfe, f.calls, steps, rejected)
-        tiny = h < 4 * torch.finfo(h.dtype).eps * torch.maximum(u.abs(), end.abs())
-        if bool(tiny.any()):
-            bad = int(rows[tiny][0])
-            raise RuntimeError(
-                f"step size underflow for sample {bad} at u={float(u[tiny][0]):.6g}: the ODE's "
-                "right-hand side is non-finite or too stiff there; check score_fn's output"
-            )
     raise RuntimeError(
         f"{rows.numel()} sample(s) did not finish within max_steps={max_steps}; loosen "
         "rtol/atol or check score_fn"

@@ -17,6 +17,7 @@ from .._checks import (
     check_output,
     check_shape,
     check_tensor,
+    trusted_times,
 )
 from ..sde import SDE, ScoreFn
 from .base import Context, get_sampler
@@ -64,6 +65,9 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 class _CheckedScore:
     """``score_fn`` whose every output is checked to be a tensor shaped like ``x`` (no sync).
 
+    It runs under :func:`~scoresde._checks.trusted_times`: the sampler builds the times, so
+    score models skip reading them back for their range check.
+
     With an autocast dtype the call runs under ``torch.autocast`` and its output is cast back
     to ``x``'s dtype, so the sampler's own arithmetic stays in the sampling precision.
     """
@@ -73,8 +77,9 @@ class _CheckedScore:
 
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
         if self.autocast is None:
-            return check_output("score_fn", self.fn(x, t), x)
-        with torch.autocast(x.device.type, dtype=self.autocast):
+            with trusted_times():  # the sampler built t: no per-call read of its values
+                return check_output("score_fn", self.fn(x, t), x)
+        with torch.autocast(x.device.type, dtype=self.autocast), trusted_times():
             out = self.fn(x, t)
         if isinstance(out, Tensor):
             out = out.to(x.dtype)
