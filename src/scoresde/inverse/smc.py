@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .._checks import check_choice, check_positive, check_tensor
+from .._checks import check_choice, check_positive, check_tensor, trusted_times
 from ..sampling.schedules import get_times
 from ..sde import SDE, ScoreFn
 from .linear import METHODS, likelihood_terms
@@ -120,18 +120,19 @@ def smc_linear(
     times = get_times(sde, steps, schedule, eps=eps, device=device, dtype=dtype)
 
     def terms(x: Tensor, t: Tensor):  # type: ignore[no-untyped-def]
-        return likelihood_terms(
-            score_fn,
-            sde,
-            op,
-            yy,
-            x,
-            t.expand(n),
-            noise_var=noise_var,
-            method=twist,
-            cg_iters=cg_iters,
-            data_var=data_var,
-        )
+        with trusted_times():  # the schedule built t: no per-step read of its values
+            return likelihood_terms(
+                score_fn,
+                sde,
+                op,
+                yy,
+                x,
+                t.expand(n),
+                noise_var=noise_var,
+                method=twist,
+                cg_iters=cg_iters,
+                data_var=data_var,
+            )
 
     def randn(like: Tensor) -> Tensor:
         return torch.randn(like.shape, generator=generator, device=device, dtype=dtype)
