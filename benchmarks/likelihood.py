@@ -23,6 +23,7 @@ Parts:
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib.util
 import math
 import sys
@@ -528,9 +529,9 @@ def part4(lines: list[str]) -> None:
     ]
     with tempfile.TemporaryDirectory() as tmp:
         for name, (run, x) in train_demo_models(Path(tmp)).items():
-            model = scoresde.load_trained(run).model
-            m64 = scoresde.load_trained(run).model.double()
-            sde = scoresde.load_trained(run).sde
+            trained = scoresde.load_trained(run)
+            model, sde = trained.model, trained.sde
+            m64 = copy.deepcopy(model).double()
             gen = torch.Generator().manual_seed(9)
             probe = scoresde.likelihood.divergence.draw_probes(
                 "rademacher", x.shape[0], x[0].numel(), 1, gen, x

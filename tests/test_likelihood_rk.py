@@ -125,16 +125,22 @@ def test_zero_length_interval_and_unknown_method() -> None:
         solve_ivp_batched(lambda r, u, y: y, y0, u, u + 1, rtol=1e-5, atol=1e-5, method="dopri")
 
 
-def test_staged_rhs_computes_coefficients_once_per_step_with_identical_results() -> None:
-    """The PF-ODE right-hand side offers ``prepare``/``stage``: the solver announces each step's
-    stage points, the frame coefficients are computed once per step, and the result is
-    bit-identical to evaluating the same function stage by stage."""
+def _vp_gaussian_flow() -> tuple[ProbabilityFlow, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The PF ODE of a 2-d Gaussian under VP: ``(flow, [w, A] at eps, u(eps), u(T))``, 6 rows."""
     sde = S.VPSDE()
     tg = Gaussian([0.3, -0.5], covariance=[[0.5, 0.2], [0.2, 0.3]])
     x = tg.sample(6, torch.Generator().manual_seed(0), dtype=torch.float64)
     flow = ProbabilityFlow(tg.score_fn(sde), sde, (2,))
     t0, t1 = torch.full((6,), 1e-5, dtype=torch.float64), torch.full((6,), 1.0, dtype=torch.float64)
     y0 = torch.cat([flow.to_state(x, t0), x.new_zeros(6, 1)], dim=1)
+    return flow, y0, flow.u_of_t(t0), flow.u_of_t(t1)
+
+
+def test_staged_rhs_computes_coefficients_once_per_step_with_identical_results() -> None:
+    """The PF-ODE right-hand side offers ``prepare``/``stage``: the solver announces each step's
+    stage points, the frame coefficients are computed once per step, and the result is
+    bit-identical to evaluating the same function stage by stage."""
+    flow, y0, u0, u1 = _vp_gaussian_flow()
     frames = []
     original = flow.frame
 
@@ -146,10 +152,10 @@ def test_staged_rhs_computes_coefficients_once_per_step_with_identical_results()
     staged = flow.drift_and_divergence(None)
     plain = staged.__call__  # the same function without the staged interface
     kw = dict(rtol=1e-6, atol=1e-6)
-    a = solve_ivp_batched(staged, y0, flow.u_of_t(t0), flow.u_of_t(t1), **kw)
+    a = solve_ivp_batched(staged, y0, u0, u1, **kw)
     n_staged = len(frames)
     frames.clear()
-    b = solve_ivp_batched(plain, y0, flow.u_of_t(t0), flow.u_of_t(t1), **kw)
+    b = solve_ivp_batched(plain, y0, u0, u1, **kw)
     assert torch.equal(a.y, b.y) and torch.equal(a.nfe, b.nfe)
     assert len(frames) == b.calls  # one frame per batched call when evaluated stage by stage
     attempts = int((a.steps + a.rejected).max())
@@ -159,13 +165,7 @@ def test_staged_rhs_computes_coefficients_once_per_step_with_identical_results()
 def test_one_host_read_per_step() -> None:
     """The adaptive loop reads tensor values into Python once per step attempt (whether rows
     finished or underflowed, together): on a GPU each read waits for the device."""
-    sde = S.VPSDE()
-    tg = Gaussian([0.3, -0.5], covariance=[[0.5, 0.2], [0.2, 0.3]])
-    x = tg.sample(6, torch.Generator().manual_seed(0), dtype=torch.float64)
-    flow = ProbabilityFlow(tg.score_fn(sde), sde, (2,))
-    t0, t1 = torch.full((6,), 1e-5, dtype=torch.float64), torch.full((6,), 1.0, dtype=torch.float64)
-    y0 = torch.cat([flow.to_state(x, t0), x.new_zeros(6, 1)], dim=1)
-    u0, u1 = flow.u_of_t(t0), flow.u_of_t(t1)
+    flow, y0, u0, u1 = _vp_gaussian_flow()
     counts = {}
     for tol in (1e-4, 1e-8):
         with HostReads() as h:
