@@ -1,4 +1,6 @@
-# The two commands: `make demo` (the main job on built-in data) and `make test` (the whole suite).
+# The two commands: `make demo` (the main job on built-in data) and `make test` (the fast suite,
+# = CI: lint, types, pytest without the `slow` tests). `make test-all` adds the slow tests
+# (subprocesses, SIGKILL, DDP, large N).
 # Both create .venv on first use: torch==2.13.0 first (the local CPU build on the dev machines,
 # PyPI's elsewhere), then scoresde itself, editable, with its dev tools.
 
@@ -7,7 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest bench clean
+.PHONY: demo test test-all lint typecheck pytest pytest-all bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,13 +31,25 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+pytest-all: $(STAMP)
+	$(BIN)/python -m pytest -q -m 'slow or not slow'
+
 test: lint typecheck pytest
+
+test-all: lint typecheck pytest-all
+
+BENCHMARKS := parameterize samplers_quality samplers_overhead likelihood_analytic \
+	likelihood_overhead likelihood_trained likelihood_floor training inverse crash memory
 
 bench: $(STAMP)
 	# peers for the comparisons; k-diffusion without its dependencies (they would replace torch)
 	$(BIN)/python -m pip install --quiet scipy torchsde diffusers
 	$(BIN)/python -m pip install --quiet --no-deps k-diffusion
-	for b in benchmarks/*.py; do $(BIN)/python $$b || exit 1; done
+	# one script per measurement (modules starting with _ or ending in _common/_peers/_report/
+	# _reference/_variants are shared helpers); gpu.py only where CUDA is present
+	for b in $(BENCHMARKS); do $(BIN)/python benchmarks/$$b.py || exit 1; done
+	if $(BIN)/python -c 'import torch,sys; sys.exit(not torch.cuda.is_available())'; then \
+		$(BIN)/python benchmarks/gpu.py --part all; fi
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from _shared import write_text
 from scoresde.checkpoint import latest_checkpoint, load_checkpoint
 
 STEPS = 300
@@ -121,7 +122,7 @@ def main() -> None:
     print(f"{ok}/{len(rows)} runs resumed to bit-identical weights; {mid} killed mid-run; "
           f"uninterrupted training {ref_seconds:.1f} s (after start-up)")  # fmt: skip
     if args.json:
-        Path(args.json).write_text(json.dumps({"runs": rows, "ref_s": ref_seconds}, indent=1))
+        write_text(args.json, json.dumps({"runs": rows, "ref_s": ref_seconds}, indent=1))
     shutil.rmtree(work, ignore_errors=True)
     if ok != len(rows):
         sys.exit(1)

@@ -18,25 +18,27 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from sklearn.svm import SVC
 
 import scoresde
+from _shared import log
 from scoresde.data import load_dataset
 from scoresde.guidance import NoiseConditionalClassifier, classifier_guidance, train_classifier
 from scoresde.inverse import inpaint
 from scoresde.train import TrainConfig, load_trained, train
 
 
-def log(msg: str) -> None:
-    """Progress on stderr."""
-    print(f"[inverse {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+def progress(msg: str) -> None:
+    """Progress on stderr, with the time of day."""
+    log(f"[inverse {time.strftime('%H:%M:%S')}] {msg}")
 
 
 def to_unit(x: torch.Tensor) -> torch.Tensor:
@@ -125,7 +127,8 @@ def oracle() -> dict[str, object]:
     return rows
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
+    """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short training (smoke run)")
     parser.add_argument("--out", default="benchmarks/out", help="folder for the PNG")
@@ -151,7 +154,155 @@ def main() -> None:
         action="store_true",
         help="only the exact-oracle comparison of the conditional samplers",
     )
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+@dataclass
+class Digits:
+    """One run of the digits benchmark: options, data, the trained models and the summary."""
+
+    args: argparse.Namespace
+    out: Path
+    steps: int
+    """Sampler steps of the guided sampling and the inpainting."""
+    summary: dict[str, object]
+    gen: torch.Generator = field(default_factory=lambda: torch.Generator().manual_seed(0))
+    data: tuple[torch.Tensor, ...] = ()
+    """``(x_train, y_train, x_test, y_test)``."""
+    trained: Any = None
+    indep: Any = None
+    """The independent clean-digit classifier (scikit-learn SVC)."""
+
+    def note(self, msg: str) -> None:
+        """Log the summary so far, then ``msg``."""
+        progress(json.dumps(self.summary))
+        progress(msg)
+
+
+def train_score_model(run: Digits, score_steps: int) -> None:
+    """1. The unconditional score model (MLP, VP SDE) on digits, with the library's trainer."""
+    run_dir = tempfile.mkdtemp(prefix="scoresde-inverse-")
+    cfg = TrainConfig(
+        data="digits", model="mlp", model_kwargs=dict(hidden=256, depth=4), sde="vp",
+        steps=score_steps, batch_size=128, lr=1e-3, warmup_steps=100, out=run_dir,
+        progress=False, tensorboard=False, ckpt_every=score_steps, sample_n=16,
+        sample_steps=50, device="cpu",
+    )  # fmt: skip
+    progress(f"training the score model ({score_steps} steps)")
+    t0 = time.time()
+    res = train(cfg)
+    run.trained = load_trained(res.checkpoint or run_dir)
+    run.summary["score_train_s"] = round(time.time() - t0, 1)
+    run.summary["score_final_loss"] = round(res.loss, 4)
+    train_set, test_set = (
+        load_dataset("digits", split="train"),
+        load_dataset("digits", split="test"),
+    )
+    assert train_set.labels is not None and test_set.labels is not None
+    run.data = (train_set.tensors(), train_set.labels, test_set.tensors(), test_set.labels)
+
+
+def train_noisy_classifier(run: Digits, clf_steps: int) -> NoiseConditionalClassifier:
+    """2. The noise-conditional classifier ``p_t(k | x_t)``, trained with the library."""
+    x_tr, y_tr, x_te, y_te = run.data
+    sde = run.trained.sde
+    torch.manual_seed(0)
+    sigma_data = run.trained.data_info["sigma_data"]
+    clf = NoiseConditionalClassifier(sde, (1, 8, 8), 10, sigma_data=sigma_data)
+    run.note(f"training the noise-conditional classifier ({clf_steps} steps)")
+    t0 = time.time()
+    losses = train_classifier(clf, sde, x_tr, y_tr, steps=clf_steps, generator=run.gen)
+    run.summary["noisy_classifier_train_s"] = round(time.time() - t0, 1)
+    run.summary["noisy_classifier_final_loss"] = round(float(np.mean(losses[-100:])), 4)
+    with torch.no_grad():
+        t_small = torch.full((len(x_te),), 1e-3)
+        acc0 = (clf(x_te, t_small).argmax(1) == y_te).double().mean()
+    run.summary["noisy_classifier_clean_test_acc"] = round(float(acc0), 4)
+    return clf
+
+
+def fit_independent_classifier(run: Digits) -> None:
+    """3. An independent RBF SVM on clean digits, and its held-out accuracy."""
+    x_tr, y_tr, x_te, y_te = run.data
+    run.indep = SVC(C=10.0, gamma="scale")
+    run.indep.fit(to_unit(x_tr).numpy(), y_tr.numpy())
+    acc = run.indep.score(to_unit(x_te).numpy(), y_te.numpy())
+    run.summary["independent_classifier_test_acc"] = round(float(acc), 4)
+
+
+def predict(run: Digits, x: torch.Tensor) -> torch.Tensor:
+    """The independent classifier's labels of images in training space."""
+    return torch.from_numpy(run.indep.predict(to_unit(x).numpy()))
+
+
+def guided_sampling(run: Digits, clf: NoiseConditionalClassifier, per_class: int) -> None:
+    """4. Classifier-guided samples per class at every scale, against the unguided baseline."""
+    sde, score_fn, args = run.trained.sde, run.trained.score_fn, run.args
+    labels = torch.arange(10).repeat_interleave(per_class)
+    shape = (len(labels), 1, 8, 8)
+    run.note(f"guided sampling ({len(labels)} samples, {run.steps} steps)")
+    t0 = time.time()
+    with torch.no_grad():
+        base = scoresde.sample(score_fn, sde, shape, steps=run.steps, generator=run.gen)
+    run.summary["unguided_match_rate"] = round(
+        float((predict(run, base) == labels).double().mean()), 4
+    )
+    by_scale = {}
+    for scale in sorted({args.scale, *args.scales}):
+        with torch.no_grad():
+            guided_score = classifier_guidance(score_fn, clf, labels, scale=scale)
+            x_s = scoresde.sample(guided_score, sde, shape, steps=run.steps, generator=run.gen)
+        pred = predict(run, x_s)
+        per = [(pred[labels == k] == k).double().mean().item() for k in range(10)]
+        by_scale[scale] = {
+            "accuracy": round(float((pred == labels).double().mean()), 4),
+            "per_class": [round(p, 3) for p in per],
+        }
+        if scale == args.scale:
+            xs = x_s
+        progress(f"scale {scale}: {by_scale[scale]}")
+    run.summary["guided"] = by_scale
+    run.summary["guided_sampling_s"] = round(time.time() - t0, 1)
+    write_png(run.out / "inverse_digits_guided.png",
+              [(f"class {k}", to_unit(xs[labels == k][:10]).reshape(-1, 1, 8, 8))
+               for k in range(10)])  # fmt: skip
+
+
+def inpainting(run: Digits) -> None:
+    """5. Inpainting of the lower half of held-out digits: accuracy, masked RMSE and a PNG."""
+    _, _, x_te, y_te = run.data
+    n_show = 12
+    y = x_te[: 10 * n_show : 10]
+    mask = torch.zeros(1, 8, 8)
+    mask[:, :4] = 1  # the top half is known
+    completions = []
+    run.note("inpainting")
+    t0 = time.time()
+    corr = None if run.args.corrector == "none" else run.args.corrector
+    for _ in range(2):
+        completions.append(inpaint(run.trained.score_fn, run.trained.sde, y, mask,
+                                   steps=run.steps, corrector=corr, generator=run.gen))  # fmt: skip
+    run.summary["inpainting_s"] = round(time.time() - t0, 1)
+    assert torch.equal(completions[0][..., :4, :], y[..., :4, :])
+    comp_all = torch.cat(completions)
+    true_lab = y_te[: 10 * n_show : 10].repeat(2)
+    acc = (predict(run, comp_all) == true_lab).double().mean()
+    run.summary["inpainting_classifier_acc"] = round(float(acc), 4)
+    err = ((to_unit(comp_all) - to_unit(y.repeat(2, 1, 1, 1))) ** 2).reshape(-1, 8, 8)[:, 4:]
+    run.summary["inpainting_masked_rmse"] = round(float(err.mean().sqrt()), 4)
+    masked = to_unit(y).reshape(-1, 1, 8, 8).clone()
+    masked[:, :, 4:] = float("nan")
+    png = run.out / "inverse_digits_inpainting.png"
+    write_png(png, [("masked", masked)]
+              + [(f"completion {i + 1}", to_unit(c).reshape(-1, 1, 8, 8))
+                 for i, c in enumerate(completions)]
+              + [("original", to_unit(y).reshape(-1, 1, 8, 8))])  # fmt: skip
+    run.summary["png"] = [str(png), str(run.out / "inverse_digits_guided.png")]
+
+
+def main() -> None:
+    """Run the oracle comparison, or the digits benchmark; print a JSON summary."""
+    args = parse_args()
     torch.set_num_threads(args.threads)
     if args.oracle_only:
         print(json.dumps(oracle(), indent=1))
@@ -167,114 +318,12 @@ def main() -> None:
         "guidance_scale": args.scale,
         "corrector": args.corrector,
     }
-
-    # 1. unconditional score model
-    run_dir = tempfile.mkdtemp(prefix="scoresde-inverse-")
-    cfg = TrainConfig(
-        data="digits", model="mlp", model_kwargs=dict(hidden=256, depth=4), sde="vp",
-        steps=score_steps, batch_size=128, lr=1e-3, warmup_steps=100, out=run_dir,
-        progress=False, tensorboard=False, ckpt_every=score_steps, sample_n=16,
-        sample_steps=50, device="cpu",
-    )  # fmt: skip
-    log(f"training the score model ({score_steps} steps)")
-    t0 = time.time()
-    res = train(cfg)
-    trained = load_trained(res.checkpoint or run_dir)
-    sde, score_fn = trained.sde, trained.score_fn
-    summary["score_train_s"] = round(time.time() - t0, 1)
-    summary["score_final_loss"] = round(res.loss, 4)
-
-    train_set, test_set = (
-        load_dataset("digits", split="train"),
-        load_dataset("digits", split="test"),
-    )
-    x_tr, y_tr = train_set.tensors(), train_set.labels
-    x_te, y_te = test_set.tensors(), test_set.labels
-    assert y_tr is not None and y_te is not None
-
-    # 2. noise-conditional classifier, trained with the library
-    gen = torch.Generator().manual_seed(0)
-    torch.manual_seed(0)
-    clf = NoiseConditionalClassifier(sde, (1, 8, 8), 10, sigma_data=trained.data_info["sigma_data"])
-    log(json.dumps(summary))
-    log(f"training the noise-conditional classifier ({clf_steps} steps)")
-    t0 = time.time()
-    losses = train_classifier(clf, sde, x_tr, y_tr, steps=clf_steps, generator=gen)
-    summary["noisy_classifier_train_s"] = round(time.time() - t0, 1)
-    summary["noisy_classifier_final_loss"] = round(float(np.mean(losses[-100:])), 4)
-    with torch.no_grad():
-        t_small = torch.full((len(x_te),), 1e-3)
-        acc0 = (clf(x_te, t_small).argmax(1) == y_te).double().mean()
-    summary["noisy_classifier_clean_test_acc"] = round(float(acc0), 4)
-
-    # 3. independent classifier on clean digits
-    indep = SVC(C=10.0, gamma="scale")
-    indep.fit(to_unit(x_tr).numpy(), y_tr.numpy())
-    summary["independent_classifier_test_acc"] = round(
-        float(indep.score(to_unit(x_te).numpy(), y_te.numpy())), 4
-    )
-
-    # 4. guided sampling
-    labels = torch.arange(10).repeat_interleave(per_class)
-    log(json.dumps(summary))
-    log(f"guided sampling ({len(labels)} samples, {steps} steps)")
-    t0 = time.time()
-    with torch.no_grad():
-        base = scoresde.sample(score_fn, sde, (len(labels), 1, 8, 8), steps=steps, generator=gen)
-    pred_b = torch.from_numpy(indep.predict(to_unit(base).numpy()))
-    summary["unguided_match_rate"] = round(float((pred_b == labels).double().mean()), 4)
-    by_scale = {}
-    for scale in sorted({args.scale, *args.scales}):
-        with torch.no_grad():
-            guided_score = classifier_guidance(score_fn, clf, labels, scale=scale)
-            shape = (len(labels), 1, 8, 8)
-            x_s = scoresde.sample(guided_score, sde, shape, steps=steps, generator=gen)
-        pred = torch.from_numpy(indep.predict(to_unit(x_s).numpy()))
-        per = [(pred[labels == k] == k).double().mean().item() for k in range(10)]
-        by_scale[scale] = {
-            "accuracy": round(float((pred == labels).double().mean()), 4),
-            "per_class": [round(p, 3) for p in per],
-        }
-        if scale == args.scale:
-            xs = x_s
-        log(f"scale {scale}: {by_scale[scale]}")
-    summary["guided"] = by_scale
-    summary["guided_sampling_s"] = round(time.time() - t0, 1)
-    write_png(out / "inverse_digits_guided.png",
-              [(f"class {k}", to_unit(xs[labels == k][:10]).reshape(-1, 1, 8, 8))
-               for k in range(10)])  # fmt: skip
-
-    # 5. inpainting of the lower half of held-out digits
-    n_show = 12
-    y = x_te[: 10 * n_show : 10]
-    mask = torch.zeros(1, 8, 8)
-    mask[:, :4] = 1  # the top half is known
-    completions = []
-    log(json.dumps(summary))
-    log("inpainting")
-    t0 = time.time()
-    for _ in range(2):
-        corr = None if args.corrector == "none" else args.corrector
-        completions.append(
-            inpaint(score_fn, sde, y, mask, steps=steps, corrector=corr, generator=gen)
-        )
-    summary["inpainting_s"] = round(time.time() - t0, 1)
-    assert torch.equal(completions[0][..., :4, :], y[..., :4, :])
-    comp_all = torch.cat(completions)
-    true_lab = y_te[: 10 * n_show : 10].repeat(2)
-    summary["inpainting_classifier_acc"] = round(
-        float((torch.from_numpy(indep.predict(to_unit(comp_all).numpy())) == true_lab)
-              .double().mean()), 4)  # fmt: skip
-    err = ((to_unit(comp_all) - to_unit(y.repeat(2, 1, 1, 1))) ** 2).reshape(-1, 8, 8)[:, 4:]
-    summary["inpainting_masked_rmse"] = round(float(err.mean().sqrt()), 4)
-    masked = to_unit(y).reshape(-1, 1, 8, 8).clone()
-    masked[:, :, 4:] = float("nan")
-    png = out / "inverse_digits_inpainting.png"
-    write_png(png, [("masked", masked)]
-              + [(f"completion {i + 1}", to_unit(c).reshape(-1, 1, 8, 8))
-                 for i, c in enumerate(completions)]
-              + [("original", to_unit(y).reshape(-1, 1, 8, 8))])  # fmt: skip
-    summary["png"] = [str(png), str(out / "inverse_digits_guided.png")]
+    run = Digits(args, out, steps, summary)
+    train_score_model(run, score_steps)
+    clf = train_noisy_classifier(run, clf_steps)
+    fit_independent_classifier(run)
+    guided_sampling(run, clf, per_class)
+    inpainting(run)
     summary["total_s"] = round(time.time() - t_start, 1)
     print(json.dumps(summary, indent=1))
 

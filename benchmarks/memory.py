@@ -20,6 +20,8 @@ import subprocess
 import sys
 import time
 
+from _shared import markdown_row, markdown_table
+
 DIM, MODES = 64, 8
 
 
@@ -68,9 +70,9 @@ def main() -> None:
         return
     print(f"d = {DIM}, float32; working memory = peak RSS - peak RSS of the same call on 100 "
           "samples - the result's size\n")  # fmt: skip
-    print("| call | N | result MiB | working MiB, one batch | working MiB, batch_size="
-          f"{args.batch_size} | seconds (one / chunked) |")  # fmt: skip
-    print("|---|---|---|---|---|---|")
+    header = ["call", "N", "result MiB", "working MiB, one batch",
+              f"working MiB, batch_size={args.batch_size}", "seconds (one / chunked)"]  # fmt: skip
+    print(markdown_table(header, []))
     for kind, counts in (("sample", args.sample_counts), ("likelihood", args.likelihood_counts)):
         base = _child(kind, 100, None)["peak_mib"]
         for n in (int(c) for c in counts.split(",")):
@@ -79,8 +81,9 @@ def main() -> None:
             chunked = _child(kind, n, args.batch_size)
             w1 = one["peak_mib"] - base - result
             w2 = chunked["peak_mib"] - base - result
-            print(f"| {kind} | {n} | {result:.1f} | {w1:.1f} | {w2:.1f} | "
-                  f"{one['seconds']:.1f} / {chunked['seconds']:.1f} |", flush=True)  # fmt: skip
+            seconds = f"{one['seconds']:.1f} / {chunked['seconds']:.1f}"
+            row = [kind, n, f"{result:.1f}", f"{w1:.1f}", f"{w2:.1f}", seconds]
+            print(markdown_row(row), flush=True)
 
 
 if __name__ == "__main__":

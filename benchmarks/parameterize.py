@@ -18,6 +18,7 @@ import time
 import torch
 
 import scoresde as S
+from _shared import markdown_row, markdown_table
 from scoresde.data import toy_mixture
 from scoresde.metrics import mode_report
 from scoresde.nets import MLP
@@ -55,8 +56,8 @@ def run(sde_name: str, kind: str, steps: int, seed: int) -> list[str]:
                          generator=g).double()  # fmt: skip
         rep = mode_report(gm, x)
         far = float(torch.cdist(x, gm.means).min(1).values.quantile(q))
-        rows.append(f"| {sde_name} | {kind} | {sampler} | {rep.tv:.3f} | "
-                    f"{rep.frechet_weighted:.4f} | {far:.2f} | {train_s:.0f} |")  # fmt: skip
+        cells = [f"{rep.tv:.3f}", f"{rep.frechet_weighted:.4f}", f"{far:.2f}", f"{train_s:.0f}"]
+        rows.append(markdown_row([sde_name, kind, sampler, *cells]))
     return rows
 
 
@@ -69,8 +70,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    print("| SDE | parameterisation | sampler | mode TV | Fréchet | 99.9% dist | train s |")
-    print("|---|---|---|---|---|---|---|")
+    header = ["SDE", "parameterisation", "sampler", "mode TV", "Fréchet", "99.9% dist", "train s"]
+    print(markdown_table(header, []))
     for sde_name in args.sdes.split(","):
         for kind in args.kinds.split(","):
             for row in run(sde_name, kind, args.steps, args.seed):

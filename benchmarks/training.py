@@ -54,6 +54,50 @@ PARAM, WEIGHTING = _DEFAULTS.parameterization, _DEFAULTS.weighting
 
 # ------------------------------------------------------------------------------------------------
 # 1. overhead
+class Bare:
+    """A plain PyTorch loop of the trainer's network and loss, written without the trainer."""
+
+    def __init__(
+        self, data: torch.Tensor, net_kwargs: dict, batch: int, shape: tuple, name: str
+    ) -> None:
+        torch.manual_seed(0)
+        self.net = net_for_data(shape, name, **net_kwargs)
+        self.sde = VPSDE()
+        sigma_data = float(data.std())
+        self.model = ScoreModel(self.net, self.sde, PARAM, sigma_data=sigma_data)  # type: ignore[arg-type]
+        self.data, self.batch = data, batch
+        self.gen = torch.Generator().manual_seed(1)
+        self.params = list(self.net.parameters())
+        self.ema = [p.detach().clone() for p in self.params]
+
+    def step(
+        self, opt: torch.optim.Optimizer, ema_clip: bool = False, checked: bool = True
+    ) -> None:
+        """One step: random batch, loss with uniform times and Gaussian noise, backward, Adam.
+
+        ``ema_clip`` adds what the trainer does by default, written by hand: gradient-norm
+        clipping at 1 and an EMA update (``torch._foreach_lerp_``). ``checked=False`` calls the
+        unchecked loss the trainer calls, ``ScoreModel._loss``.
+        """
+        gen, batch = self.gen, self.batch
+        idx = torch.randint(len(self.data), (batch,), generator=gen)
+        x0 = self.data[idx]
+        t = sample_training_times(self.sde, batch, generator=gen)
+        z = torch.randn(x0.shape, generator=gen)
+        if checked:
+            loss = self.model.loss(x0, weighting=WEIGHTING, t=t, noise=z)  # type: ignore[arg-type]
+        else:
+            loss = self.model._loss(x0, t, z, None, WEIGHTING, "mean")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if ema_clip:
+            torch.nn.utils.clip_grad_norm_(self.params, 1.0, foreach=True)
+        opt.step()
+        if ema_clip:
+            with torch.no_grad():
+                torch._foreach_lerp_(self.ema, [p.detach() for p in self.params], 0.001)
+
+
 def bare_loop(
     data: torch.Tensor,
     net_kwargs: dict,
@@ -67,33 +111,13 @@ def bare_loop(
 ) -> tuple[float, float]:
     """Seconds (cpu, wall) of ``steps`` plain PyTorch steps of the same network and loss.
 
-    ``adam``: ``"default"``, ``"foreach"`` or ``"fused"``. ``ema_clip`` adds what the trainer
-    does by default, written by hand: gradient-norm clipping at 1 and an EMA update
-    (``torch._foreach_lerp_``) after each step.
+    ``adam``: ``"default"``, ``"foreach"`` or ``"fused"``; ``ema_clip``: see :meth:`Bare.step`.
     """
-    torch.manual_seed(0)
-    net = net_for_data(shape, name, **net_kwargs)
-    sde = VPSDE()
-    model = ScoreModel(net, sde, PARAM, sigma_data=float(data.std()))  # type: ignore[arg-type]
-    opt = _adam(net.parameters(), adam)
-    gen = torch.Generator().manual_seed(1)
-    params = list(net.parameters())
-    ema = [p.detach().clone() for p in params]
+    bare = Bare(data, net_kwargs, batch, shape, name)
+    opt = _adam(bare.params, adam)
     c0, w0 = time.process_time(), time.perf_counter()
     for _ in range(steps):
-        idx = torch.randint(len(data), (batch,), generator=gen)
-        x0 = data[idx]
-        t = sample_training_times(sde, batch, generator=gen)
-        z = torch.randn(x0.shape, generator=gen)
-        loss = model.loss(x0, weighting=WEIGHTING, t=t, noise=z)  # type: ignore[arg-type]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if ema_clip:
-            torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=True)
-        opt.step()
-        if ema_clip:
-            with torch.no_grad():
-                torch._foreach_lerp_(ema, [p.detach() for p in params], 0.001)
+        bare.step(opt, ema_clip)
     return time.process_time() - c0, time.perf_counter() - w0
 
 
@@ -153,33 +177,9 @@ def alternating(
         )
         trainer = Trainer(cfg, ArrayDataset(data, None, make_info("b", data, None, levels=None)))
         batches = trainer._batches()
-        torch.manual_seed(0)
-        net = net_for_data(shape, name, **net_kwargs)
-        sde = VPSDE()
-        model = ScoreModel(net, sde, PARAM, sigma_data=float(data.std()))  # type: ignore[arg-type]
-        params = list(net.parameters())
-        opts = {k: _adam(params, k) for k in ("default", "foreach", "fused")}
-        ema = [p.detach().clone() for p in params]
-        gen = torch.Generator().manual_seed(1)
+        bare = Bare(data, net_kwargs, batch, shape, name)
+        opts = {k: _adam(bare.params, k) for k in ("default", "foreach", "fused")}
         window = torch.zeros((), dtype=torch.float64)
-
-        def bare(opt: torch.optim.Optimizer, same: bool = False, checked: bool = True) -> None:
-            idx = torch.randint(len(data), (batch,), generator=gen)
-            x0 = data[idx]
-            t = sample_training_times(sde, batch, generator=gen)
-            z = torch.randn(x0.shape, generator=gen)
-            if checked:
-                loss = model.loss(x0, weighting=WEIGHTING, t=t, noise=z)  # type: ignore[arg-type]
-            else:
-                loss = model._loss(x0, t, z, None, WEIGHTING, "mean")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if same:
-                torch.nn.utils.clip_grad_norm_(params, 1.0, foreach=True)
-            opt.step()
-            if same:
-                with torch.no_grad():
-                    torch._foreach_lerp_(ema, [p.detach() for p in params], 0.001)
 
         def trainer_step() -> None:
             nonlocal window
@@ -189,10 +189,10 @@ def alternating(
                 raise RuntimeError("diverged")
 
         fns = {
-            "bare": lambda: bare(opts["default"]),
-            "bare_foreach": lambda: bare(opts["foreach"]),
-            "bare_same": lambda: bare(opts["fused"], same=True),
-            "bare_same_unchecked": lambda: bare(opts["fused"], same=True, checked=False),
+            "bare": lambda: bare.step(opts["default"]),
+            "bare_foreach": lambda: bare.step(opts["foreach"]),
+            "bare_same": lambda: bare.step(opts["fused"], ema_clip=True),
+            "bare_same_unchecked": lambda: bare.step(opts["fused"], ema_clip=True, checked=False),
             "trainer": trainer_step,
         }
         times: dict[str, list[float]] = {k: [] for k in ALT_KEYS}

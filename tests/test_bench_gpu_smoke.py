@@ -1,29 +1,54 @@
-"""Smoke test of benchmarks/gpu.py: every part runs on the CPU at tiny sizes and reports."""
+"""Smoke test of benchmarks/gpu.py: every part runs on the CPU at tiny sizes and reports.
+
+The driver runs in this process (no subprocess): ``gpu.main`` with ``--smoke`` on small
+synthetic Fashion-MNIST IDX files, so the fashion part runs too.
+"""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 import math
-import subprocess
+import runpy
+import struct
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import scoresde
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "benchmarks" / "gpu.py"
+BENCH = ROOT / "benchmarks"
+if str(BENCH) not in sys.path:  # the benchmarks import their helpers as top-level modules
+    sys.path.insert(0, str(BENCH))
+
+import torch  # noqa: E402
+
+import gpu  # noqa: E402
+import gpu_common  # noqa: E402
+import gpu_fashion  # noqa: E402
+import gpu_report  # noqa: E402
+
+PART_SCRIPTS = {"train": "gpu_train.py", "sample": "gpu_sample.py",
+                "likelihood": "gpu_likelihood.py", "fashion": "gpu_fashion.py"}  # fmt: skip
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("_bench_gpu", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while being built
-    spec.loader.exec_module(module)
-    return module
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    """An uncompressed IDX file of unsigned bytes (the Fashion-MNIST format)."""
+    header = struct.pack(f">BBBB{array.ndim}I", 0, 0, 0x08, array.ndim, *array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def _fake_fashion(folder: Path) -> Path:
+    """512 training and 64 test images of noise with labels 0-9, as Fashion-MNIST files."""
+    rng = np.random.default_rng(0)
+    folder.mkdir()
+    for prefix, n in (("train", 512), ("t10k", 64)):
+        _write_idx(folder / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))
+        _write_idx(folder / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10)
+    return folder
 
 
 def _ok(rows: list[dict]) -> list[dict]:
@@ -38,13 +63,13 @@ def _positive(value: float) -> bool:
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
-    out = tmp_path_factory.mktemp("gpu_smoke")
-    cmd = [sys.executable, str(SCRIPT), "--smoke", "--device", "cpu", "--part", "all"]
-    proc = subprocess.run(
-        [*cmd, "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return json.loads((out / "gpu.json").read_text()), out
+    root = tmp_path_factory.mktemp("gpu_smoke")
+    out, data = root / "out", _fake_fashion(root / "fashion")
+    argv = ["--smoke", "--device", "cpu", "--part", "all", "--out", str(out)]
+    returned = gpu.main([*argv, "--data-dir", str(data)])
+    written = json.loads((out / "gpu.json").read_text())
+    assert written == returned
+    return written, out
 
 
 def test_meta_and_markdown(report: tuple[dict, Path]) -> None:
@@ -55,9 +80,12 @@ def test_meta_and_markdown(report: tuple[dict, Path]) -> None:
         assert meta["device"] == "CPU" and meta["smoke"] is True
         assert meta["torch"] and meta["date_utc"].endswith("UTC")
     md = (out / "gpu.md").read_text()
+    assert md == gpu_report.markdown(data)
     assert md.startswith("## GPU performance (issue #6)")
     for title in ("Training throughput", "Sampler overhead", "Likelihood", "Fashion-MNIST"):
         assert f"### {title}" in md
+    assert "| scoresde Trainer | 3x8x8 | 4 |" in md and "| fast | 3 | 4 |" in md
+    assert not list(out.glob("*.tmp")), "atomic writes leave no temporary files"
 
 
 def test_train_part(report: tuple[dict, Path]) -> None:
@@ -94,21 +122,20 @@ def test_likelihood_part(report: tuple[dict, Path]) -> None:
     rows = {r["method"]: r for r in _ok(part["rows"])}
     ours = rows["scoresde log_likelihood"]
     assert ours["calls"] > 0 and _positive(ours["fwd_vjp_ms"]) and _positive(ours["bpd_mean"])
-    if "scipy" in part:
+    if importlib.util.find_spec("scipy") is None:
         assert part["scipy"].startswith("SciPy baseline skipped")
-    else:
-        ref = rows["SciPy RK45 round trip"]
-        assert ref["calls"] > 0 and _positive(ref["call_vs_fwd_vjp"])
-        # same network, same data: the two estimates agree to the Hutchinson noise
-        assert abs(ref["bpd_mean"] - ours["bpd_mean"]) < 0.5
+        return
+    assert "scipy" not in part, part.get("scipy")  # SciPy is there: the baseline must run
+    ref = rows["SciPy RK45 round trip"]
+    assert ref["calls"] > 0 and _positive(ref["call_vs_fwd_vjp"])
+    # same network, same data: the two estimates agree to the Hutchinson noise
+    assert abs(ref["bpd_mean"] - ours["bpd_mean"]) < 0.5
 
 
 def test_fashion_part(report: tuple[dict, Path]) -> None:
     data, out = report
     part = data["fashion"]
-    if "skipped" in part:
-        assert "Fashion-MNIST files not found" in part["skipped"]
-        pytest.skip(part["skipped"])
+    assert "skipped" not in part, part.get("skipped")
     run = part["run"]
     assert run["steps"] == 3 and len(run["loss_history"]) == 1
     assert 0 <= run["classifier_accuracy"] <= 1 and run["reference_frechet"] >= 0
@@ -123,20 +150,51 @@ def test_fashion_part(report: tuple[dict, Path]) -> None:
     assert part["grid"].startswith("grid skipped") or (out / "fashion_grid.png").stat().st_size
 
 
+def test_missing_fashion_files_skip_the_part(tmp_path: Path) -> None:
+    part = gpu_common.Part(lambda result: None)
+    cpu = torch.device("cpu")
+    got = gpu_fashion.part_fashion(gpu_common.SMOKE, cpu, 0.1, str(tmp_path), tmp_path, part)
+    assert got["skipped"].startswith("Fashion-MNIST files not found") and not got["rows"]
+    assert gpu_report.md_fashion(got) == [f"- skipped: {got['skipped']}"]
+
+
 def test_unknown_part_is_refused() -> None:
-    gpu = _load_script()
     with pytest.raises(SystemExit):
         gpu.parse_args(["--part", "trian"])
     assert gpu.parse_args(["--part", "sample,likelihood"]).parts == ("sample", "likelihood")
 
 
+@pytest.mark.parametrize("name", sorted(PART_SCRIPTS))
+def test_part_script_runs_its_part(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ran: list[tuple[str, bool]] = []
+
+    def run_part(name: str, sizes: object, device: object, args: object, report: object) -> None:
+        ran.append((name, args.smoke))  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(gpu, "run_part", run_part)
+    argv = [PART_SCRIPTS[name], "--smoke", "--device", "cpu", "--out", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", argv)
+    runpy.run_path(str(BENCH / PART_SCRIPTS[name]), run_name="__main__")
+    assert ran == [(name, True)]
+
+
 def test_merge_combines_runs(report: tuple[dict, Path], tmp_path: Path) -> None:
     data, out = report
-    gpu = _load_script()
     merged = gpu.main(
         ["--merge", str(out / "gpu.json"), str(out / "gpu.json"), "--out", str(tmp_path)]
     )
-    for part in ("train", "sample", "likelihood"):
+    for part in ("train", "sample", "likelihood", "fashion"):
         assert len(merged[part]["rows"]) == 2 * len(data[part]["rows"])
+        assert "warning" not in merged[part]  # one device
     assert json.loads((tmp_path / "gpu.json").read_text()) == merged
     assert (tmp_path / "gpu.md").read_text().startswith("## GPU performance (issue #6)")
+
+
+def test_a_part_run_again_adds_its_rows(report: tuple[dict, Path], tmp_path: Path) -> None:
+    data = report[0]
+    (tmp_path / "gpu.json").write_text(json.dumps({"likelihood": data["likelihood"]}))
+    again = gpu.main(["--smoke", "--device", "cpu", "--part", "likelihood", "--out", str(tmp_path)])
+    assert len(again["likelihood"]["rows"]) == 2 * len(data["likelihood"]["rows"])
+    assert set(again) == {"likelihood", "meta"}

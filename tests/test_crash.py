@@ -25,10 +25,13 @@ import torch
 from scoresde.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from scoresde.train import TrainConfig, Trainer, read_metrics
 
-pytestmark = pytest.mark.skipif(
-    sys.platform == "win32" or "fork" not in mp.get_all_start_methods(),
-    reason="needs fork and POSIX signals",
-)
+pytestmark = [
+    pytest.mark.slow,  # child processes killed with SIGKILL: `make test-all`
+    pytest.mark.skipif(
+        sys.platform == "win32" or "fork" not in mp.get_all_start_methods(),
+        reason="needs fork and POSIX signals",
+    ),
+]
 
 STEPS = 240
 X = torch.randn(512, 2, generator=torch.Generator().manual_seed(0))

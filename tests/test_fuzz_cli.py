@@ -207,6 +207,7 @@ def test_bad_numbers_are_refused(
     assert not out.exists()
 
 
+@pytest.mark.slow  # a real `python -m scoresde` process: `make test-all`
 def test_real_process_prints_one_line(ws: Path, fuzz_cases: collections.Counter[str]) -> None:
     """The same in a real ``python -m scoresde`` process (exit status, stderr)."""
     fuzz_cases["cli"] += 1

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -163,3 +165,87 @@ def test_guided_works_inside_no_grad_and_bad_input() -> None:
         classifier_guidance(prior.score_fn(sde), clf, torch.zeros(8))(x, t)
     with pytest.raises(ValueError, match="finite"):
         cfg(prior.score_fn(sde), prior.score_fn(sde), float("nan"))
+
+
+def test_cfg_convention_u_plus_w_c_minus_u_on_two_gaussians() -> None:
+    # Two Gaussians with one covariance: c = N(m_c, S), u = N(m_u, S). For every t the guided
+    # score u + w (c - u) is the score of N(s(t) m_w, s(t)^2 (S + sigma(t)^2 I)) with
+    # m_w = m_u + w (m_c - m_u), so the reverse SDE draws N(m_w, S) exactly: w = 2 gives
+    # 2 m_c - m_u (the old (1 + w) c - w u convention would give 3 m_c - 2 m_u).
+    sde = VPSDE()
+    cov = torch.tensor([[0.3, 0.1], [0.1, 0.2]], dtype=DT)
+    m_c, m_u = torch.tensor([1.0, -0.5], dtype=DT), torch.tensor([-0.5, 0.5], dtype=DT)
+    cond = Gaussian(m_c, covariance=cov).score_fn(sde)
+    uncond = Gaussian(m_u, covariance=cov).score_fn(sde)
+    x = torch.randn(16, 2, generator=gen(6), dtype=DT)
+    t = torch.full((16,), 0.37, dtype=DT)
+    for w in (0.0, 0.5, 1.0, 2.0, 3.5):
+        exact = Gaussian(m_u + w * (m_c - m_u), covariance=cov).score_fn(sde)
+        torch.testing.assert_close(cfg(cond, uncond, w)(x, t), exact(x, t))
+    n, w = 4000, 2.0
+    xs = scoresde.sample(cfg(cond, uncond, w), sde, (n, 2), steps=200, generator=gen(7), dtype=DT)
+    fd = frechet_distance(xs.mean(0), torch.cov(xs.T), 2 * m_c - m_u, cov)
+    assert fd < 0.01, fd
+    assert float((xs.mean(0) - (3 * m_c - 2 * m_u)).norm()) > 1.0  # not the old convention
+
+
+class _TableNet(torch.nn.Module):
+    """``net(x, c_noise, y)``: one row of a table per label (label 2 is the null label)."""
+
+    null_label = 2
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.table = torch.nn.Parameter(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]]))
+
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, y: torch.Tensor | None = None):
+        y = torch.full((x.shape[0],), self.null_label) if y is None else y
+        return self.table[y].to(x.dtype) + 0 * x
+
+
+def test_score_model_guidance_is_cfg(monkeypatch: pytest.MonkeyPatch) -> None:
+    model = scoresde.ScoreModel(_TableNet(), VPSDE(), "score")
+    x = torch.randn(3, 2, generator=gen(8))
+    t = torch.full((3,), 0.5)
+
+    def with_label(k: int):
+        return lambda x, t: model(x, t, torch.full((x.shape[0],), k))
+
+    for w in (0.0, 1.0, 2.5):
+        want = cfg(with_label(1), with_label(2), w)(x, t)
+        torch.testing.assert_close(model.score_fn(1, guidance=w)(x, t), want)
+    torch.testing.assert_close(model.score_fn(1)(x, t), with_label(1)(x, t))  # default w = 1
+    with pytest.raises(ValueError, match="needs labels"):
+        model.score_fn(guidance=2.0)
+    calls = _spy_cfg_from_labels(monkeypatch)
+    model.score_fn(torch.tensor([0, 1, 0]), guidance=3.0)(x, t)
+    assert calls == [(2, 3.0)]
+
+
+def _spy_cfg_from_labels(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, float]]:
+    """Record (null label, weight) of every call of ``scoresde.guidance.cfg_from_labels``."""
+    calls: list[tuple[int, float]] = []
+
+    def spy(model_score_fn, label, null_label, cfg_scale):  # type: ignore[no-untyped-def]
+        calls.append((null_label, cfg_scale))
+        return cfg_from_labels(model_score_fn, label, null_label, cfg_scale)
+
+    monkeypatch.setattr(scoresde.guidance, "cfg_from_labels", spy)
+    return calls
+
+
+def test_cli_guidance_goes_through_cfg_from_labels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from scoresde import cli
+
+    out = tmp_path / "run"
+    assert cli.main(["train", "--data", "digits", "--out", str(out), "--steps", "2",
+                     "--batch-size", "8", "--model", "mlp", "--class-conditional", "--device",
+                     "cpu", "--no-progress", "--no-tensorboard", "--sample-n", "0", "--set",
+                     "model_kwargs={hidden: 8, depth: 1}"]) == 0  # fmt: skip
+    calls = _spy_cfg_from_labels(monkeypatch)
+    base = ["sample", "--ckpt", str(out), "--n", "2", "--steps", "2", "--class", "3"]
+    assert cli.main([*base, "--out", str(tmp_path / "a.npz"), "--guidance", "2.5"]) == 0
+    assert cli.main([*base, "--out", str(tmp_path / "b.npz")]) == 0
+    assert calls == [(10, 2.5), (10, 1.0)]  # digits: 10 classes, null label 10

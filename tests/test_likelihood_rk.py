@@ -174,3 +174,36 @@ def test_one_host_read_per_step() -> None:
     (reads_lo, n_lo), (reads_hi, n_hi) = counts[1e-4], counts[1e-8]
     assert n_hi > 2 * n_lo
     assert reads_hi - reads_lo <= n_hi - n_lo  # at most one more read per extra step attempt
+
+
+@pytest.mark.parametrize(
+    "sde", [S.VESDE(), S.VPSDE(), S.SubVPSDE(), S.EDMSDE()], ids=["ve", "vp", "subvp", "edm"]
+)
+def test_integration_variable_inverts_and_differentiates(sde: S.SDE) -> None:
+    """``u = sigma / (0.6 + sigma)``: monotone, ``t_of_u`` inverts it, ``dsigma_du`` is exact."""
+    flow = ProbabilityFlow(lambda x, t: -x, sde, (2,))
+    t = torch.linspace(1e-4, 1.0, 9, dtype=torch.float64) * sde.T
+    u = flow.u_of_t(t)
+    assert torch.all(torch.diff(u) > 0) and float(u.max()) < 1.0
+    torch.testing.assert_close(flow.t_of_u(u), t, rtol=1e-9, atol=1e-12)
+    uu = u.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(flow.sigma_of_u(uu).sum(), uu)
+    torch.testing.assert_close(flow.dsigma_du(t, sde.sigma(t)), grad, rtol=1e-7, atol=1e-12)
+
+
+def test_first_probe_bounds_the_heuristic_probe_not_the_first_step() -> None:
+    y0 = torch.ones(1, 1)
+    u0, u1 = torch.zeros(1), torch.ones(1)
+    with pytest.raises(ValueError, match="first_probe must lie in"):
+        solve_ivp_batched(lambda r, u, y: y, y0, u0, u1, rtol=1e-5, atol=1e-5, first_probe=0.0)
+    at: list[float] = []
+
+    def rhs(rows: torch.Tensor, u: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        at.append(float(u[0]))
+        return y
+
+    sol = solve_ivp_batched(rhs, y0, u0, u1, rtol=1e-3, atol=1e-3, first_probe=1e-3)
+    # calls: the start, the heuristic's probe, then the first step's stages (the last at u0 + h)
+    assert at[1] == pytest.approx(1e-3)  # unbounded, the probe would go to 0.01 |y0| / |f0| = 0.01
+    assert at[7] > 50 * 1e-3  # the first step is not capped at the probe's reach
+    torch.testing.assert_close(sol.y, torch.full((1, 1), torch.e), rtol=1e-3, atol=0)

@@ -153,7 +153,34 @@ def test_loss_matches_dsm_loss(kind: str, weighting: str) -> None:
     z = torch.randn(16, 2, generator=g, dtype=torch.float64)
     ours = model.loss(x0, weighting=weighting, t=t, noise=z, reduction="none")  # type: ignore[arg-type]
     ref = S.dsm_loss(model, sde, x0, weighting=weighting, t=t, noise=z, reduction="none")  # type: ignore[arg-type]
-    torch.testing.assert_close(ours, ref, rtol=1e-9, atol=1e-12)
+    # the trainer's unchecked path, the checked method and the public loss are one computation
+    hot = model._loss(x0, t, z, None, weighting, "none")
+    assert torch.equal(ours, ref)
+    assert torch.equal(hot, ref)
+    assert torch.equal(model._loss(x0, t, z, None, weighting, "mean"), ref.mean())
+    # and it is lambda(t) out(t)^2 ||F - F*||^2 on the raw output, F* the exact target
+    x_t = sde.perturb(x0, t, z)
+    out, std = model.coefficients(t).out, sde.std(t)
+    lam = {"sigma2": std**2, "likelihood": sde.g2(t), "none": torch.ones_like(t)}[weighting]
+    raw = (model.raw_output(x_t, t) - model.target(x_t, z, t)).pow(2).sum(1)
+    torch.testing.assert_close(ref, lam * out**2 * raw, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", PARAMETERIZATIONS)
+def test_natural_loss_is_the_mse_on_the_target(kind: str) -> None:
+    """``natural`` weighting: ``||F - F*||^2`` exactly as the raw-output MSE (float64)."""
+    torch.manual_seed(0)
+    sde = S.VPSDE()
+    model = ScoreModel(TinyNet().double(), sde, kind, sigma_data=SD)
+    g = torch.Generator().manual_seed(5)
+    x0 = torch.randn(16, 2, generator=g, dtype=torch.float64)
+    t = torch.rand(16, generator=g, dtype=torch.float64) * 0.99 + 0.01
+    z = torch.randn(16, 2, generator=g, dtype=torch.float64)
+    x_t = sde.perturb(x0, t, z)
+    want = (model.raw_output(x_t, t) - model.target(x_t, z, t)).pow(2).sum(1)
+    got = model.loss(x0, t=t, noise=z, reduction="none")
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
+    assert torch.equal(model._loss(x0, t, z, None, "natural", "none"), got)
 
 
 def test_natural_losses_are_the_papers() -> None:
@@ -233,10 +260,11 @@ def test_classifier_free_guidance() -> None:
     cond = model(x, t, torch.tensor([0, 1, 0]))
     torch.testing.assert_close(cond, torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]]))
     torch.testing.assert_close(model(x, t), torch.full((3, 2), 0.5))
-    w = 2.0
+    w = 3.0  # the guided score u + w (c - u) (scoresde.guidance.cfg convention)
     guided = model.score_fn(y=0, guidance=w)(x, t)
-    torch.testing.assert_close(guided, (1 + w) * cond[[0]].expand(3, 2) - w * 0.5)
+    torch.testing.assert_close(guided, 0.5 + w * (cond[[0]].expand(3, 2) - 0.5))
+    torch.testing.assert_close(model.score_fn(y=0)(x, t), cond[[0]].expand(3, 2))
     with pytest.raises(ValueError, match="needs labels"):
-        model.score_fn(guidance=1.0)
+        model.score_fn(guidance=2.0)
     with pytest.raises(ValueError, match="unconditional"):
         ScoreModel(TinyNet(), sde).score_fn(y=1)

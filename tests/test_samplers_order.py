@@ -118,7 +118,7 @@ def test_dpm_solver_step_integrates_a_polynomial_denoiser_exactly(order: int) ->
     """With ``D(lambda)`` a polynomial of degree ``order - 1`` the multistep update equals the
     exact solution ``e^-h x + int e^(l - l_t) D(l) dl`` for any (uneven) step history: this pins
     every coefficient, including ``-2 phi_3`` on the second divided difference."""
-    from scoresde.sampling.dpm_solver import dpm_solver_step
+    from scoresde.sampling.multistep import multistep_update
 
     coef = torch.tensor([0.7, -1.3, 0.45], dtype=torch.float64)[:order]
 
@@ -128,7 +128,7 @@ def test_dpm_solver_step_integrates_a_polynomial_denoiser_exactly(order: int) ->
     lams = [torch.tensor([v], dtype=torch.float64) for v in (-1.1, -0.35, 0.2)][-order:]
     lam_next = torch.tensor([1.4], dtype=torch.float64)
     x = torch.tensor([0.3], dtype=torch.float64)
-    got = dpm_solver_step(x, lams[-1], lam_next, [den(v) for v in lams], lams, order, 0.0, None)
+    got = multistep_update(x, lams[-1], lam_next, [den(v) for v in lams], lams, order, 0.0, None)
     grid = torch.linspace(float(lams[-1]), float(lam_next), 200_001, dtype=torch.float64)
     exact = torch.exp(lams[-1] - lam_next) * x + torch.trapezoid(
         torch.exp(grid - lam_next) * den(grid), grid

@@ -138,6 +138,57 @@ def test_reverse_drifts(any_sde: S.SDE) -> None:
     assert torch.equal(ode.diffusion(t), torch.zeros_like(t))
 
 
+def test_reverse_takes_float_0d_and_batched_times(any_sde: S.SDE) -> None:
+    """A float, a 0-d tensor and a constant ``(B,)`` tensor give the same drift; the score sees a
+    ``(B,)`` time; ``diffusion`` follows the time's shape; a given score is not re-evaluated."""
+    x = torch.randn(5, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    seen: list[tuple[int, ...]] = []
+
+    def score(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        seen.append(tuple(t.shape))
+        return -x * (1 + t[:, None])
+
+    tf = 0.4 * any_sde.T
+    t0 = torch.tensor(tf, dtype=torch.float64)
+    for pf in (False, True):
+        rev = any_sde.reverse(score, probability_flow=pf)
+        ref = rev.drift(x, t0.expand(5))
+        torch.testing.assert_close(rev.drift(x, tf), ref, rtol=1e-12, atol=0)
+        torch.testing.assert_close(rev.drift(x, t0), ref, rtol=1e-12, atol=0)
+        assert rev.diffusion(tf).dim() == 0 and rev.diffusion(t0.expand(5)).shape == (5,)
+    assert set(seen) == {(5,)}
+    seen.clear()
+    rev = any_sde.reverse(score)
+    given = rev.drift(x, t0, score=-x * (1 + t0))
+    assert not seen  # the given score is used as it is
+    torch.testing.assert_close(given, rev.drift(x, t0), rtol=1e-12, atol=0)
+    with pytest.raises(ValueError, match=r"\[0, T\]"):
+        rev.drift(x, 2.0 * any_sde.T)
+    with pytest.raises(ValueError, match="batch size"):
+        rev.drift(x, torch.full((4,), tf, dtype=torch.float64))
+
+
+def test_reverse_euler_step_is_euler_maruyama(any_sde: S.SDE) -> None:
+    """``euler_step``: mean ``x + drift h``, std ``g sqrt(-h)`` (0 for the ODE), per sample for
+    ``(B,)`` times."""
+    x = torch.randn(4, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    t = torch.tensor([0.9, 0.7, 0.5, 0.3], dtype=torch.float64) * any_sde.T
+    t_next = t - 0.05 * any_sde.T
+
+    def score(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return -x / (1 + t[:, None])
+
+    for pf in (False, True):
+        rev = any_sde.reverse(score, probability_flow=pf)
+        mean, std = rev.euler_step(x, t, t_next)
+        h = (t_next - t)[:, None]
+        torch.testing.assert_close(mean, x + rev.drift(x, t) * h, rtol=1e-12, atol=1e-12)
+        want = torch.zeros_like(h) if pf else torch.sqrt(any_sde.g2(t)[:, None] * -h)
+        torch.testing.assert_close(std.expand_as(h), want, rtol=1e-12, atol=0)
+    one = rev.euler_step(x[:1], float(t[0]), float(t_next[0]))
+    torch.testing.assert_close(one.mean, mean[:1], rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize(
     ("factory", "kwargs", "name"),
     [

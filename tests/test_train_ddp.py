@@ -14,6 +14,8 @@ import torch.multiprocessing as mp
 from scoresde.checkpoint import load_checkpoint
 from scoresde.train import TrainConfig, Trainer, train
 
+pytestmark = pytest.mark.slow  # two-process DDP runs: `make test-all`
+
 WORLD = 2
 
 

@@ -13,6 +13,7 @@ from . import (
     targets,
     train,
 )
+from ._version import __version__ as __version__
 from .guidance import cfg, guided
 from .inverse import colorize, inpaint
 from .likelihood import LikelihoodResult, bits_per_dim, decode, dequantize, encode, log_likelihood
@@ -21,8 +22,6 @@ from .parameterize import ScoreModel
 from .sampling import SampleResult, Schedule, available_samplers, get_times, sample
 from .sde import EDMSDE, SDE, VESDE, VPSDE, AffineSDE, Marginal, ReverseSDE, SubVPSDE
 from .train import TrainConfig, Trainer, load_trained
-
-__version__ = "0.1.0"
 
 __all__ = [
     "SDE",

@@ -35,22 +35,24 @@ Network inputs (the same for every parameterisation, so one network fits every S
 * the noise input ``c_noise`` is ``log(sigma(t)) / 4`` (``noise_input="log_sigma"``, the default,
   as in EDM; about ``[-1.7, 1.3]`` for the default SDEs) or ``t`` itself (``noise_input="t"``).
 
-Training. :meth:`ScoreModel.loss` computes the denoising score-matching loss through the raw
-output, ``||F - F*||^2`` with ``F* = (-z/std - skip x_t) / out`` the exact target, which is
+Training. :meth:`ScoreModel.loss` is the denoising score-matching loss
+:func:`scoresde.losses.dsm_per_sample`, ``lambda(t) ||score(x_t, t) + z/std||^2``. Since
+``score + z/std = out (F - F*)`` with ``F* = (-z/std - skip x_t) / out`` the exact target
+(:meth:`ScoreModel.target`), it is
 
-* ``weighting="natural"``: the plain MSE on the network's own target (``eps``: DDPM's
-  ``||eps_hat - z||^2``; ``x0``: ``||x0_hat - x0||^2``; ``v``: ``||v_hat - v||^2``; ``edm``: EDM's
-  loss ``lambda(sigma) ||D - x0||^2`` with ``lambda = 1/c_out^2``; ``scaled_score``: DSM with
-  ``lambda = std^2``; ``score``: DSM with ``lambda = 1``);
-* ``"sigma2"``, ``"likelihood"``, ``"none"``: exactly :func:`scoresde.dsm_loss` with that
-  weighting (``lambda = std^2``, ``g^2``, ``1``), whatever the parameterisation.
+* ``weighting="natural"`` (``lambda = 1/out^2``): the plain MSE ``||F - F*||^2`` on the network's
+  own target (``eps``: DDPM's ``||eps_hat - z||^2``; ``x0``: ``||x0_hat - x0||^2``; ``v``:
+  ``||v_hat - v||^2``; ``edm``: EDM's loss ``lambda(sigma) ||D - x0||^2`` with
+  ``lambda = 1/c_out^2``; ``scaled_score``: DSM with ``lambda = std^2``; ``score``: DSM with
+  ``lambda = 1``);
+* ``"sigma2"``, ``"likelihood"``, ``"none"``: :func:`scoresde.dsm_loss` with that weighting
+  (``lambda = std^2``, ``g^2``, ``1``), whatever the parameterisation.
 
 EDM trains with ``log sigma ~ N(P_mean, P_std^2)``; :func:`sample_training_times` draws such
 times (``method="edm"``) or uniform ones.
 
-Choice: ``edm`` and ``v`` carry the linear part of the score in ``skip``, which keeps ODE
-sampling stable where the network extrapolates (prior tails); ``eps`` with the probability-flow
-ODE can send a few tail samples far away after short training (benchmarks/parameterize.py).
+``edm`` and ``v`` carry the linear part of the score in ``skip``, so the network only supplies
+the correction to the score of a Gaussian of std ``sigma_data`` (Karras et al. 2022, Sec. 5).
 """
 
 from __future__ import annotations
@@ -61,8 +63,16 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from ._checks import check_choice, check_positive, check_tensor
-from .losses import EPS_TRAIN
+from ._checks import check_choice, check_positive
+from .losses import (
+    EPS_TRAIN,
+    REDUCTIONS,
+    WEIGHTINGS,
+    dsm_per_sample,
+    reduce_batch,
+    sample_training_times,
+    training_inputs,
+)
 from .sde import SDE, ScoreFn, bcast
 
 __all__ = [
@@ -205,47 +215,45 @@ class ScoreModel(nn.Module):
         """Return the network output ``F = net(c_in x, c_noise, y)`` (in ``x``'s dtype)."""
         return self._raw(x, self.coefficients(self._time(t, x)), y)
 
+    def _score(self, x: Tensor, c: ScoreCoefficients, y: Tensor | None) -> Tensor:
+        return bcast(c.skip, x) * x + bcast(c.out, x) * self._raw(x, c, y)
+
     def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         """Return the score ``skip(t) x + out(t) F`` at ``x`` ``(B, ...)``, times ``t`` ``(B,)``."""
-        c = self.coefficients(self._time(t, x))
-        return bcast(c.skip, x) * x + bcast(c.out, x) * self._raw(x, c, y)
+        return self._score(x, self.coefficients(self._time(t, x)), y)
 
     def denoise(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         """Tweedie's denoised estimate ``E[x0 | x_t] = (x + std^2 score) / s``."""
         tt = self._time(t, x)
         return self.sde.tweedie(x, tt, self(x, tt, y))
 
-    def score_fn(self, y: Tensor | int | None = None, guidance: float = 0.0) -> ScoreFn:
+    def score_fn(self, y: Tensor | int | None = None, guidance: float = 1.0) -> ScoreFn:
         """Return a plain ``score_fn(x, t)`` for samplers, optionally class-conditional.
 
-        With ``guidance = w != 0`` it is the classifier-free guided score (Ho & Salimans 2022)
-        ``(1 + w) score(x, t, y) - w score(x, t, null)``, evaluated in one batched call; the
-        network must expose ``null_label``. An int ``y`` is used for every sample.
+        Without labels it is the unconditional score. With labels ``y`` (an int for every
+        sample, or a ``(B,)`` tensor) it is the classifier-free guided score
+        :func:`scoresde.guidance.cfg_from_labels` ``u + w (c - u)`` with ``w = guidance``
+        (Ho & Salimans 2022): ``1`` (default) the conditional score, ``0`` the unconditional
+        one, ``> 1`` extrapolates; the network must expose ``null_label``.
         """
-        if guidance != 0.0 and y is None:
-            raise ValueError("classifier-free guidance needs labels y; pass y=... or guidance=0")
+        from .guidance import cfg_from_labels
+
+        if y is None:
+            if guidance != 1.0:
+                raise ValueError(
+                    "classifier-free guidance needs labels y; pass y=... or guidance=1"
+                )
+
+            def score(x: Tensor, t: Tensor) -> Tensor:
+                return self(x, t)
+
+            return score
         null = null_label(self.net)
-        if y is not None and null is None:
+        if null is None:
             raise ValueError(
                 "labels were given but the network is unconditional; build it with num_classes=K"
             )
-
-        def labels(x: Tensor) -> Tensor | None:
-            if y is None or isinstance(y, Tensor):
-                return y
-            return torch.full((x.shape[0],), int(y), device=x.device, dtype=torch.long)
-
-        def score(x: Tensor, t: Tensor) -> Tensor:
-            yy = labels(x)
-            if guidance == 0.0 or yy is None:
-                return self(x, t, yy)
-            yy = yy.to(x.device)
-            null_y = torch.full_like(yy, int(null or 0))
-            both = self(torch.cat([x, x]), torch.cat([t, t]), torch.cat([yy, null_y]))
-            cond, uncond = both.chunk(2)
-            return (1.0 + guidance) * cond - guidance * uncond
-
-        return score
+        return cfg_from_labels(self, y, null, guidance)
 
     # ------------------------------------------------------------------------------------------
     def target(self, x_t: Tensor, noise: Tensor, t: Tensor) -> Tensor:
@@ -270,29 +278,17 @@ class ScoreModel(nn.Module):
         eps: float = EPS_TRAIN,
         generator: torch.Generator | None = None,
     ) -> Tensor:
-        """Denoising score matching through the raw output: ``w(t) ||F - F*||^2`` per sample.
+        """Denoising score matching ``lambda(t) ||score(x_t, t) + z/std||^2`` per sample.
 
-        ``weighting="natural"`` is the plain MSE on the parameterisation's own target (see the
+        That is ``lambda(t) out(t)^2 ||F - F*||^2`` on the raw output. ``weighting="natural"``
+        (``lambda = 1/out^2``) is the plain MSE on the parameterisation's own target (see the
         module docstring); ``"sigma2"``/``"likelihood"``/``"none"`` equal :func:`scoresde.dsm_loss`
-        with that weighting (``w = lambda(t) out(t)^2``). ``t`` (default ``U(eps, T)``, see
-        :func:`sample_training_times`) and ``noise`` (default ``N(0, I)``) may be given.
+        with that weighting. ``t`` (default ``U(eps, T)``, see :func:`sample_training_times`) and
+        ``noise`` (default ``N(0, I)``) may be given.
         """
-        check_tensor("x0", x0, min_dim=2)
-        check_choice("weighting", weighting, ("natural", "sigma2", "likelihood", "none"))
-        check_choice("reduction", reduction, ("mean", "sum", "none"))
-        sde = self.sde
-        if t is None:
-            t = sample_training_times(
-                sde, x0.shape[0], eps=eps, generator=generator, device=x0.device, dtype=x0.dtype
-            )
-        else:
-            t = sde.time(t, x0)
-        if noise is None:
-            noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-        elif noise.shape != x0.shape:
-            raise ValueError(
-                f"noise must have the shape of x0 {tuple(x0.shape)}, got {tuple(noise.shape)}"
-            )
+        check_choice("weighting", weighting, ("natural", *WEIGHTINGS))
+        check_choice("reduction", reduction, REDUCTIONS)
+        t, noise = training_inputs(self.sde, x0, t, noise, eps=eps, generator=generator)
         return self._loss(x0, t, noise, y, weighting, reduction)
 
     def _loss(
@@ -310,23 +306,16 @@ class ScoreModel(nn.Module):
         ``noise`` of ``x0``'s shape, ``x0`` finite: the checks of :meth:`loss` read tensor
         values, which on an accelerator waits for the device at every step.
         """
-        sde = self.sde
         c = self.coefficients(t)
-        std = sde.std(t)
-        x_t = bcast(sde.scale(t), x0) * x0 + bcast(std, x0) * noise
-        target = (-noise / bcast(std, x0) - bcast(c.skip, x0) * x_t) / bcast(c.out, x0)
-        per = (self._raw(x_t, c, y) - target).flatten(1).pow(2).sum(1)
-        if weighting == "sigma2":
-            per = per * (std * c.out) ** 2
-        elif weighting == "likelihood":
-            per = per * sde.g2(t) * c.out**2
-        elif weighting == "none":
-            per = per * c.out**2
-        if reduction == "mean":
-            return per.mean()
-        if reduction == "sum":
-            return per.sum()
-        return per
+
+        def score(x_t: Tensor, _: Tensor) -> Tensor:
+            return self._score(x_t, c, y)
+
+        def natural(sde: SDE, tt: Tensor, std: Tensor) -> Tensor:
+            return c.out.pow(-2)
+
+        lam = natural if weighting == "natural" else weighting
+        return reduce_batch(dsm_per_sample(score, self.sde, x0, t, noise, lam), reduction)
 
     def _time(self, t: Tensor | float, x: Tensor) -> Tensor:
         if isinstance(t, Tensor) and t.dim() == 1 and t.shape[0] == x.shape[0]:
@@ -341,34 +330,3 @@ def null_label(net: nn.Module) -> int | None:
         if label is not None:
             return int(label)
     return None
-
-
-def sample_training_times(
-    sde: SDE,
-    n: int,
-    *,
-    method: Literal["uniform", "edm"] = "uniform",
-    eps: float = EPS_TRAIN,
-    p_mean: float = -1.2,
-    p_std: float = 1.2,
-    generator: torch.Generator | None = None,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype | None = None,
-) -> Tensor:
-    """Draw ``n`` training times: ``U(eps, T)`` or EDM's ``log sigma ~ N(p_mean, p_std^2)``.
-
-    For ``method="edm"`` the noise level is mapped to a time with ``sde.sigma_inv`` and clamped
-    to ``[eps, T]`` (Karras et al. 2022, Table 1, "training").
-    """
-    check_choice("method", method, ("uniform", "edm"))
-    if not 0 <= eps < sde.T:
-        raise ValueError(f"eps must lie in [0, T) = [0, {sde.T}), got {eps}")
-    if device is None and generator is not None:
-        device = generator.device
-    dtype = dtype or torch.get_default_dtype()
-    if method == "uniform":
-        u = torch.rand(n, generator=generator, device=device, dtype=dtype)
-        return eps + (sde.T - eps) * u
-    log_sigma = p_mean + p_std * torch.randn(n, generator=generator, device=device, dtype=dtype)
-    t = sde.sigma_inv(torch.exp(log_sigma))
-    return t.clamp(min=eps, max=sde.T)

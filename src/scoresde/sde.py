@@ -1,7 +1,8 @@
 """Forward SDEs with affine drift, their Gaussian perturbation kernels, reverse SDE and PF ODE.
 
-Every forward SDE here has the form ``dx = f(t) x dt + g(t) dw`` and so (seed 004) a Gaussian
-perturbation kernel ``p(x_t | x_0) = N(s(t) x_0, s(t)^2 sigma(t)^2 I)`` with::
+Every forward SDE here has the form ``dx = f(t) x dt + g(t) dw`` and so a Gaussian perturbation
+kernel ``p(x_t | x_0) = N(s(t) x_0, s(t)^2 sigma(t)^2 I)`` (Sarkka & Solin 2019, eqs. 5.50-5.51;
+in the ``s``/``sigma`` form of Karras et al. 2022, eq. 4 and App. B.2) with::
 
     s(t) = exp(int_0^t f),      sigma(t)^2 = int_0^t (g / s)^2      (+ sigma(0)^2 for VE),
     f(t) = s'(t) / s(t),         g(t) = s(t) sqrt(2 sigma'(t) sigma(t)).
@@ -42,6 +43,7 @@ __all__ = [
     "EDMSDE",
     "AffineSDE",
     "ReverseSDE",
+    "EulerStep",
     "Marginal",
     "ScoreFn",
     "bcast",
@@ -238,11 +240,28 @@ class SDE(ABC):
         return {}
 
 
+class EulerStep(NamedTuple):
+    """One Euler(-Maruyama) step of a reverse process: ``x_next = mean + std * z``."""
+
+    mean: Tensor
+    """``x + drift(x, t) h`` with ``h = t_next - t``, shaped like ``x``."""
+    std: Tensor
+    """``g(t) sqrt(-h)`` (zero for the probability-flow ODE), broadcastable against ``x``."""
+
+
 class ReverseSDE:
     """Reverse-time SDE ``dx = [f x - g^2 score] dt + g dw_bar``, or the probability-flow ODE.
 
-    With ``probability_flow=True`` the drift is ``f x - g^2 score / 2`` and there is no noise.
-    Time runs backwards: integrate from ``T`` to ``eps`` with negative ``dt``.
+    The reverse SDE is Anderson (1982), as used by Song et al. (2021, eq. 6); with
+    ``probability_flow=True`` it is the probability-flow ODE ``dx = [f x - g^2 score / 2] dt``
+    (Song et al. 2021, eq. 13), which has no noise. Time runs backwards: integrate from ``T``
+    to ``eps`` with negative ``dt``. The samplers that step in time (``euler_maruyama``,
+    ``ode_heun``, ``ode``) and the SMC moves take their drift from here; the noise-level samplers
+    step the same ODE in the form of :mod:`scoresde.sampling.sigma`.
+
+    Times: a float (range-checked), a 0-d tensor or a ``(B,)`` tensor. Tensor times are used as
+    given, without reading their values (no device synchronisation in a sampler's loop); the
+    coefficients follow the time's shape and the score is called with ``t`` expanded to ``(B,)``.
     """
 
     def __init__(self, sde: SDE, score_fn: ScoreFn, probability_flow: bool = False) -> None:
@@ -250,16 +269,60 @@ class ReverseSDE:
         self.score_fn = score_fn
         self.probability_flow = probability_flow
 
-    def drift(self, x: Tensor, t: Tensor) -> Tensor:
-        """Drift of the reverse process at ``(x, t)``, ``t`` a ``(B,)`` tensor."""
-        sde = self.sde
-        c = 0.5 if self.probability_flow else 1.0
-        return bcast(sde.f(t), x) * x - c * bcast(sde.g2(t), x) * self.score_fn(x, t)
+    def _time(self, t: float | Tensor, x: Tensor | None) -> Tensor:
+        """``t`` as a tensor on ``x``'s device and dtype (0-d for a float)."""
+        if not isinstance(t, Tensor):
+            value = float(t)
+            self.sde._check_range(value, value)
+            if x is None:
+                return torch.tensor(value, dtype=torch.get_default_dtype())
+            return torch.tensor(value, device=x.device, dtype=x.dtype)
+        if t.dim() > 1 or (x is not None and t.dim() == 1 and t.shape[0] != x.shape[0]):
+            shape = "" if x is None else f" matching the batch size of x {tuple(x.shape)}"
+            raise ValueError(
+                f"t must be a float, a 0-d or a (B,) tensor{shape}, got {tuple(t.shape)}"
+            )
+        return t if x is None else t.to(device=x.device, dtype=x.dtype)
 
-    def diffusion(self, t: Tensor) -> Tensor:
-        """Diffusion of the reverse process (zero for the probability-flow ODE)."""
-        g = torch.sqrt(self.sde.g2(t))
+    def _score(self, x: Tensor, t: Tensor, score: Tensor | None) -> Tensor:
+        return self.score_fn(x, t.expand(x.shape[0])) if score is None else score
+
+    def _drift(self, x: Tensor, t: Tensor, g2: Tensor, score: Tensor) -> Tensor:
+        c = 0.5 if self.probability_flow else 1.0
+        return bcast(self.sde.f(t), x) * x - c * bcast(g2, x) * score
+
+    def drift(self, x: Tensor, t: float | Tensor, score: Tensor | None = None) -> Tensor:
+        """Drift of the reverse process at ``(x, t)``: ``f x - g^2 score`` (``/ 2`` for the ODE).
+
+        ``score``: the score at ``(x, t)`` when the caller has it already (not evaluated again).
+        """
+        tt = self._time(t, x)
+        return self._drift(x, tt, self.sde.g2(tt), self._score(x, tt, score))
+
+    def diffusion(self, t: float | Tensor) -> Tensor:
+        """Diffusion ``g(t)`` of the reverse process (zero for the probability-flow ODE).
+
+        Shaped like ``t`` (0-d for a float).
+        """
+        g = torch.sqrt(self.sde.g2(self._time(t, None)))
         return torch.zeros_like(g) if self.probability_flow else g
+
+    def euler_step(
+        self, x: Tensor, t: float | Tensor, t_next: float | Tensor, score: Tensor | None = None
+    ) -> EulerStep:
+        """Euler-Maruyama from ``t`` to ``t_next < t`` (Song et al. 2021, eq. 6 discretised).
+
+        ``x_next = x + drift(x, t) h + g(t) sqrt(-h) z`` with ``h = t_next - t < 0``; returns
+        the mean and the std of that Gaussian step (``std = 0`` for the probability-flow ODE,
+        where it is Euler's method). ``score``: the score at ``(x, t)`` if already evaluated.
+        """
+        tt = self._time(t, x)
+        h = self._time(t_next, x) - tt
+        g2 = self.sde.g2(tt)
+        mean = x + self._drift(x, tt, g2, self._score(x, tt, score)) * bcast(h, x)
+        if self.probability_flow:
+            return EulerStep(mean, torch.zeros_like(bcast(g2, x)))
+        return EulerStep(mean, torch.sqrt(bcast(g2 * -h, x)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -477,10 +540,10 @@ def _derivative(fn: Callable[[Tensor], Tensor], t: Tensor) -> Tensor:
 class AffineSDE(SDE):
     """The general affine SDE built from a scale ``s(t)`` and a noise level ``sigma(t)``.
 
-    Seed 004: ``f = s'/s`` and ``g = s sqrt(2 sigma' sigma)``. ``scale`` and ``sigma`` are
-    callables on tensors of times (differentiable by autograd unless the derivatives are given);
-    ``sigma`` must increase on ``[0, T]`` and ``s`` must be positive. ``sigma_inv`` is found by
-    bisection when not given.
+    ``f = s'/s`` and ``g = s sqrt(2 sigma' sigma)`` (Karras et al. 2022, App. B.2). ``scale`` and
+    ``sigma`` are callables on tensors of times (differentiable by autograd unless the derivatives
+    are given); ``sigma`` must increase on ``[0, T]`` and ``s`` must be positive. ``sigma_inv`` is
+    found by bisection when not given.
     """
 
     def __init__(

@@ -23,9 +23,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .._checks import check_choice, check_int, check_positive, check_tensor
+from .._checks import check_choice, check_int, check_tensor, trusted_times
 from ..sampling.base import Context
-from ..sampling.correctors import CORRECTORS
+from ..sampling.pc import PCSteps, pc_loop, pc_steps
 from ..sampling.predictors import PREDICTORS
 from ..sampling.schedules import get_times
 from ..sde import SDE, ScoreFn
@@ -48,12 +48,9 @@ def _check_mask(mask: Tensor | Any, y: Tensor) -> Tensor:
     return m
 
 
-def _impute(
-    score_fn: ScoreFn,
+def _plan(
     sde: SDE,
     y: Tensor,
-    known: Tensor,
-    *,
     steps: int,
     predictor: str,
     corrector: str | None,
@@ -61,17 +58,29 @@ def _impute(
     snr: float,
     schedule: str | Tensor | None,
     eps: float | None,
+) -> tuple[Tensor, PCSteps]:
+    """The checked time grid and predictor-corrector steps of an imputation."""
+    check_choice("predictor", predictor, PREDICTORS)  # imputation always has a predictor
+    pcs = pc_steps(sde, predictor, corrector, snr, corrector_steps)
+    steps = check_int("steps", steps, 1)
+    return get_times(sde, steps, schedule, eps=eps, device=y.device, dtype=y.dtype), pcs
+
+
+def _impute(
+    score_fn: ScoreFn,
+    sde: SDE,
+    y: Tensor,
+    known: Tensor,
+    times: Tensor,
+    pcs: PCSteps,
     generator: torch.Generator | None,
     callback: Callable[[dict[str, Any]], None] | None,
 ) -> Tensor:
-    """The PC imputation loop on a state shaped like ``y`` with a boolean ``known`` mask."""
-    pred = PREDICTORS[check_choice("predictor", predictor, PREDICTORS)]
-    corr = CORRECTORS[check_choice("corrector", corrector, CORRECTORS)] if corrector else None
-    snr = check_positive("snr", snr)
-    corrector_steps = check_int("corrector_steps", corrector_steps, 0)
-    times = get_times(
-        sde, check_int("steps", steps, 1), schedule, eps=eps, device=y.device, dtype=y.dtype
-    )
+    """PC sampling with replacement on a state shaped like ``y`` with a boolean ``known`` mask.
+
+    The ``pc`` sampler's loop (:func:`~scoresde.sampling.pc.pc_loop`) with a projection that
+    overwrites the known part with a fresh draw of its forward marginal at each time.
+    """
     ctx = Context(score_fn, sde, generator, callback)
 
     def replace(x: Tensor, t: Tensor) -> Tensor:
@@ -79,18 +88,8 @@ def _impute(
         return torch.where(known, noisy_y, x)
 
     x = sde.prior_sample(y.shape, generator=generator, device=y.device, dtype=y.dtype)
-    x_mean = x
-    n = times.numel() - 1
-    for i in range(n):
-        t, t_next = times[i], times[i + 1]
-        x = replace(x, t)
-        if corr is not None:
-            alpha = float((sde.scale(t_next) / sde.scale(t)) ** 2)
-            for _ in range(corrector_steps):
-                x, _ = corr(ctx, x, t, alpha, snr, False)
-                x = replace(x, t)
-        x, x_mean = pred(ctx, x, t, t_next, i == n - 1)
-        ctx.report(i, t_next, x, x_mean=x_mean)
+    with trusted_times():  # get_times built the times: no per-call range check of t
+        x_mean = pc_loop(ctx, x, times, pcs, project=replace)
     return torch.where(known, y, x_mean)
 
 
@@ -140,22 +139,9 @@ def inpaint(
     if not bool(torch.isfinite(y[known]).all()):
         raise ValueError("y contains NaN or infinite values at known positions")
     y = torch.where(known, y, torch.zeros_like(y))
+    times, pcs = _plan(sde, y, steps, predictor, corrector, corrector_steps, snr, schedule, eps)
     with torch.no_grad():
-        return _impute(
-            score_fn,
-            sde,
-            y,
-            known,
-            steps=steps,
-            predictor=predictor,
-            corrector=corrector,
-            corrector_steps=corrector_steps,
-            snr=snr,
-            schedule=schedule,
-            eps=eps,
-            generator=generator,
-            callback=callback,
-        )
+        return _impute(score_fn, sde, y, known, times, pcs, generator, callback)
 
 
 def decoupling_basis(channels: int = 3, dtype: torch.dtype = torch.float64) -> Tensor:
@@ -229,20 +215,9 @@ def colorize(
     def score_u(u: Tensor, t: Tensor) -> Tensor:
         return _mix(m, score_fn(_mix(m.T, u), t))
 
+    times, pcs = _plan(
+        sde, u_known, steps, predictor, corrector, corrector_steps, snr, schedule, eps
+    )
     with torch.no_grad():
-        u = _impute(
-            score_u,
-            sde,
-            u_known,
-            known,
-            steps=steps,
-            predictor=predictor,
-            corrector=corrector,
-            corrector_steps=corrector_steps,
-            snr=snr,
-            schedule=schedule,
-            eps=eps,
-            generator=generator,
-            callback=None,
-        )
+        u = _impute(score_u, sde, u_known, known, times, pcs, generator, None)
     return _mix(m.T, u)

@@ -1,8 +1,8 @@
 """Linear inverse problems ``y = A x + n``, ``n ~ N(0, sigma_n^2 I)``, with a score prior.
 
-Bayes' rule for scores (seed 002): ``grad log p_t(x_t | y) = grad log p_t(x_t) + grad log
-p_t(y | x_t)``. The second term needs ``p_t(y | x_t) = ∫ p(y | x0) p(x0 | x_t) dx0``, which is
-approximated through Tweedie's formulas for the moments of ``p(x0 | x_t)`` (with
+Bayes' rule for scores (Song et al. 2021, Sec. 5): ``grad log p_t(x_t | y) = grad log p_t(x_t) +
+grad log p_t(y | x_t)``. The second term needs ``p_t(y | x_t) = ∫ p(y | x0) p(x0 | x_t) dx0``,
+which is approximated through Tweedie's formulas for the moments of ``p(x0 | x_t)`` (with
 ``x_t = s x0 + s sigma z``)::
 
     m(x_t) = E[x0 | x_t] = x_t / s + s sigma^2 score(x_t, t)                  (first order)
@@ -22,7 +22,8 @@ covariance fixed) is ``(dm/dx_t)^T A^T (sigma_n^2 I + A C A^T)^{-1} (y - A m)``.
   multiplies the likelihood gradient instead.
 
 The conditional score is an ordinary ``score_fn``: :func:`solve_linear` hands it to
-:func:`scoresde.sample`, so every sampler works with it.
+:func:`scoresde.sample`, so every sampler works with it. The same approximation,
+:class:`GaussianLikelihood`, is the twisting function of :func:`~.smc.smc_linear`.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ __all__ = [
     "METHODS",
     "tweedie_mean",
     "LikelihoodTerms",
-    "likelihood_terms",
+    "GaussianLikelihood",
     "linear_posterior_score",
     "solve_linear",
     "super_resolve",
@@ -51,6 +52,7 @@ __all__ = [
 ]
 
 METHODS = ("tmpd", "pgdm", "dps")
+"""The approximations of ``Cov[x0 | x_t]`` in ``p_t(y | x_t)``; see the module docstring."""
 
 
 def tweedie_mean(score_fn: ScoreFn, sde: SDE, x: Tensor, t: Tensor) -> Tensor:
@@ -86,6 +88,112 @@ def _cg(matvec: Callable[[Tensor], Tensor], b: Tensor, iters: int, tol: float) -
     return v
 
 
+class LikelihoodTerms(NamedTuple):
+    """The prior score and the Gaussian likelihood approximation at ``(x_t, t)``."""
+
+    score: Tensor
+    """Prior score ``score_fn(x_t, t)``."""
+    grad: Tensor
+    """``grad_x log p_t(y | x_t)`` (covariance held fixed)."""
+    log_twist: Tensor
+    """``-(y - A m)^T Sigma^{-1} (y - A m) / 2`` per sample ``(B,)`` (no log-determinant)."""
+
+
+class GaussianLikelihood:
+    """``p_t(y | x_t) ≈ N(y; A m(x_t), Sigma)`` for one linear problem ``y = A x + n``.
+
+    ``m`` is Tweedie's mean and ``Sigma = sigma_n^2 I + A C A^T`` with ``C`` chosen by ``method``
+    (see the module docstring). Calling it on ``(x_t, t)`` gives the :class:`LikelihoodTerms`:
+    the guidance of :func:`linear_posterior_score` and the twist of :func:`~.smc.smc_linear`.
+
+    Args:
+        score_fn: the prior's score (must not mix batch samples).
+        sde: its forward SDE.
+        operator: ``A`` as a :class:`LinearOperator` or a dense ``(m, d)`` matrix.
+        y: the measurements ``(B, *y_shape)`` (or ``(1, *y_shape)`` to share one).
+        noise_std: the measurement noise ``sigma_n >= 0`` (``> 0`` for ``"dps"``).
+        method: one of :data:`METHODS`.
+        cg_iters: conjugate-gradient iterations for ``Sigma^{-1}`` (``"tmpd"``, ``"pgdm"``).
+        cg_tol: relative residual at which CG stops.
+        data_var: data variance ``v`` of the ``"pgdm"`` covariance ``r^2 = v sigma^2/(v+sigma^2)``.
+    """
+
+    def __init__(
+        self,
+        score_fn: ScoreFn,
+        sde: SDE,
+        operator: LinearOperator | Tensor,
+        y: Tensor,
+        *,
+        noise_std: float,
+        method: str = "tmpd",
+        cg_iters: int = 20,
+        cg_tol: float = 1e-6,
+        data_var: float = 1.0,
+    ) -> None:
+        self.method = check_choice("method", method, METHODS)
+        self.noise_var = check_nonnegative("noise_std", noise_std) ** 2
+        if self.method == "dps" and self.noise_var == 0:
+            raise ValueError(
+                "method 'dps' needs noise_std > 0 (its likelihood is N(y; A m, "
+                "noise_std^2 I)); use 'tmpd' or 'pgdm' for noise-free measurements"
+            )
+        self.data_var = check_positive("data_var", data_var)
+        if isinstance(cg_iters, bool) or not isinstance(cg_iters, int) or cg_iters < 1:
+            raise ValueError(f"cg_iters must be a positive integer, got {cg_iters!r}")
+        self.cg_iters, self.cg_tol = cg_iters, float(cg_tol)
+        self.op = as_operator(operator)
+        self.y = check_tensor("y", y)
+        self.score_fn, self.sde = score_fn, sde
+
+    def __call__(self, x: Tensor, t: Tensor) -> LikelihoodTerms:
+        """The prior score and ``N(y; A m, Sigma)``'s gradient and exponent at ``x_t``.
+
+        One forward pass of the score, ``cg_iters`` vector–Jacobian products for ``"tmpd"``,
+        one more for the gradient ``(dm/dx_t)^T A^T Sigma^{-1} (y - A m)``.
+        """
+        y = self.y.to(device=x.device, dtype=x.dtype)
+        with torch.enable_grad():
+            xr = x.detach().requires_grad_(True)
+            s_prior = self.score_fn(xr, t)
+            m = self.sde.tweedie(xr, t, s_prior)
+            resid = (y - self.op(m.detach())).detach()
+            if resid.shape[0] != x.shape[0]:
+                resid = resid.expand(x.shape[0], *resid.shape[1:])
+
+            def jac_t(u: Tensor) -> Tensor:  # (dm/dx)^T u, = (dm/dx) u for a symmetric Jacobian
+                (g,) = torch.autograd.grad(m, xr, grad_outputs=u, retain_graph=True)
+                return g
+
+            if self.method == "dps":
+                v = resid / self.noise_var
+            else:
+                v = _cg(self._covariance(t, jac_t), resid, self.cg_iters, self.cg_tol)
+            (g,) = torch.autograd.grad(m, xr, grad_outputs=self.op.adjoint(v))
+        return LikelihoodTerms(s_prior.detach(), g, -0.5 * _dot(resid, v))
+
+    def _covariance(
+        self, t: Tensor, jac_t: Callable[[Tensor], Tensor]
+    ) -> Callable[[Tensor], Tensor]:
+        """``u -> Sigma u = noise_var u + A C A^T u`` for ``"pgdm"`` or ``"tmpd"``.
+
+        ``"pgdm"``: ``C = r^2 I``; ``"tmpd"``: ``C = s sigma^2 dm/dx_t`` through ``jac_t``, the
+        vector–Jacobian product of Tweedie's mean (symmetric: the Jacobian of a gradient field).
+        """
+        op, sde, noise_var = self.op, self.sde, self.noise_var
+        if self.method == "pgdm":
+            sig2 = sde.sigma(t) ** 2
+            r2 = self.data_var * sig2 / (self.data_var + sig2)
+            return lambda u: noise_var * u + bcast(r2, u) * op(op.adjoint(u))
+        c = sde.scale(t) * sde.sigma(t) ** 2
+
+        def matvec(u: Tensor) -> Tensor:
+            a = op.adjoint(u)
+            return noise_var * u + op(bcast(c, a) * jac_t(a))
+
+        return matvec
+
+
 def linear_posterior_score(
     score_fn: ScoreFn,
     sde: SDE,
@@ -117,94 +225,24 @@ def linear_posterior_score(
     Returns:
         A ``score_fn(x, t)`` usable by :func:`scoresde.sample` (gradients by autograd inside).
     """
-    method = check_choice("method", method, METHODS)
-    noise_var = check_nonnegative("noise_std", noise_std) ** 2
-    if method == "dps" and noise_var == 0:
-        raise ValueError(
-            "method 'dps' needs noise_std > 0 (its likelihood is N(y; A m, "
-            "noise_std^2 I)); use 'tmpd' or 'pgdm' for noise-free measurements"
-        )
-    data_var = check_positive("data_var", data_var)
-    if isinstance(cg_iters, bool) or not isinstance(cg_iters, int) or cg_iters < 1:
-        raise ValueError(f"cg_iters must be a positive integer, got {cg_iters!r}")
-    op = as_operator(operator)
-    check_tensor("y", y)
+    likelihood = GaussianLikelihood(
+        score_fn,
+        sde,
+        operator,
+        y,
+        noise_std=noise_std,
+        method=method,
+        cg_iters=cg_iters,
+        cg_tol=cg_tol,
+        data_var=data_var,
+    )
     w = float(scale)
 
     def score(x: Tensor, t: Tensor) -> Tensor:
-        terms = likelihood_terms(
-            score_fn,
-            sde,
-            op,
-            y,
-            x,
-            t,
-            noise_var=noise_var,
-            method=method,
-            cg_iters=cg_iters,
-            cg_tol=cg_tol,
-            data_var=data_var,
-        )
+        terms = likelihood(x, t)
         return terms.score + w * terms.grad
 
     return score
-
-
-class LikelihoodTerms(NamedTuple):
-    """The prior score and the Gaussian likelihood approximation at ``(x_t, t)``."""
-
-    score: Tensor
-    """Prior score ``score_fn(x_t, t)``."""
-    grad: Tensor
-    """``grad_x log p_t(y | x_t)`` (covariance held fixed)."""
-    log_twist: Tensor
-    """``-(y - A m)^T Sigma^{-1} (y - A m) / 2`` per sample ``(B,)`` (no log-determinant)."""
-
-
-def likelihood_terms(
-    score_fn: ScoreFn,
-    sde: SDE,
-    op: LinearOperator,
-    y: Tensor,
-    x: Tensor,
-    t: Tensor,
-    *,
-    noise_var: float,
-    method: str,
-    cg_iters: int = 20,
-    cg_tol: float = 1e-6,
-    data_var: float = 1.0,
-) -> LikelihoodTerms:
-    """Evaluate the prior score and ``N(y; A m, Sigma)``'s gradient and exponent at ``x_t``.
-
-    ``m`` is Tweedie's mean and ``Sigma = noise_var I + A C A^T`` with ``C`` chosen by ``method``
-    (see the module docstring). One forward pass of the score, ``cg_iters`` vector–Jacobian
-    products for ``"tmpd"``, one more for the gradient.
-    """
-    yy = y.to(device=x.device, dtype=x.dtype)
-    with torch.enable_grad():
-        xr = x.detach().requires_grad_(True)
-        s_prior = score_fn(xr, t)
-        m = xr / bcast(sde.scale(t), xr) + bcast(sde.scale(t) * sde.sigma(t) ** 2, xr) * s_prior
-        resid = (yy - op(m.detach())).detach()
-        if resid.shape[0] != x.shape[0]:
-            resid = resid.expand(x.shape[0], *resid.shape[1:])
-
-        def jac_t(u: Tensor) -> Tensor:  # (dm/dx)^T u, = (dm/dx) u for a symmetric Jacobian
-            (g,) = torch.autograd.grad(m, xr, grad_outputs=u, retain_graph=True)
-            return g
-
-        if method == "dps":
-            v = resid / noise_var
-        elif method == "pgdm":
-            sig2 = sde.sigma(t) ** 2
-            r2 = bcast(data_var * sig2 / (data_var + sig2), resid)
-            v = _cg(lambda p: noise_var * p + r2 * op(op.adjoint(p)), resid, cg_iters, cg_tol)
-        else:
-            c = bcast(sde.scale(t) * sde.sigma(t) ** 2, x)
-            v = _cg(lambda p: noise_var * p + op(c * jac_t(op.adjoint(p))), resid, cg_iters, cg_tol)
-        (g,) = torch.autograd.grad(m, xr, grad_outputs=op.adjoint(v))
-    return LikelihoodTerms(s_prior.detach(), g, -0.5 * _dot(resid, v))
 
 
 def solve_linear(

@@ -1,10 +1,14 @@
-"""``log_likelihood``, ``encode`` and ``decode`` through the probability-flow ODE."""
+"""``log_likelihood``, ``encode`` and ``decode`` through the probability-flow ODE.
+
+Each public function is the same three steps: check the inputs, build the
+:class:`~.flow.ProbabilityFlow` and its right-hand side, and solve it with the per-sample
+adaptive Runge–Kutta solver (:class:`FlowSolver`); :func:`solve_log_density` is the solve of
+Song et al. (2021), eq. 39, for one batch with given probes.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -13,24 +17,15 @@ from .._checks import check_choice, check_device, check_positive, check_tensor
 from ..sde import SDE, ScoreFn
 from .divergence import draw_probes
 from .flow import ProbabilityFlow
-from .rk import TABLEAUS, ODESolution, rms_norm, solve_ivp_batched
+from .rk import RHS, TABLEAUS, Norm, ODESolution, rms_norm, solve_ivp_batched
 
 __all__ = ["LikelihoodResult", "log_likelihood", "encode", "decode"]
 
-DEFAULT_VARIABLE = "sigma_frac"
-"""Integration variable used by the public functions (chosen by ``benchmarks/likelihood.py``)."""
-DEFAULT_STATE = "w"
-"""Solver state used by the public functions (see :mod:`.flow`)."""
-DEFAULT_NORM = "rms"
-"""Per-sample error norm used by the public functions (see :func:`_norm`)."""
 FIRST_PROBE = 0.02
 """Farthest reach of the starting-step heuristic's probe, as a fraction of the ``u`` interval.
 
-Chosen by ``benchmarks/likelihood.py``: it keeps the first step from jumping over structure at
-small noise (``test_first_probe_sees_small_noise_structure``) without capping the first step of
-smooth problems (see :func:`.rk._initial_step`)."""
-PI_CONTROLLER = (1.0, 0.0)
-"""Step-size controller exponents ``(alpha, beta) * order``: ``h *= r^-alpha r_prev^beta``."""
+The PF ODE is flat near ``sigma = 0``; a probe that stays near the start sees the structure of
+the data at small noise (see :func:`.rk._initial_step`)."""
 
 
 @dataclass
@@ -47,6 +42,60 @@ class LikelihoodResult:
     """Batched ``score_fn`` calls (each over the still-unfinished samples)."""
     prior_log_prob: Tensor
     """``log p_prior(z)``, shape ``(B,)``; ``log_prob - prior_log_prob`` is the ODE's term."""
+
+
+@dataclass(frozen=True)
+class FlowSolver:
+    """The adaptive solver of the PF ODE: tolerances, embedded RK pair, error norm, first probe.
+
+    Every sample has its own steps and error control (:func:`.rk.solve_ivp_batched`).
+    """
+
+    rtol: float
+    atol: float
+    method: str = "dopri5"
+    norm: Norm = rms_norm
+    """Per-sample norm of the scaled errors (the log-density column counts as a component)."""
+    first_probe: float = FIRST_PROBE
+
+    def solve(
+        self, flow: ProbabilityFlow, rhs: RHS, y0: Tensor, t_from: Tensor, t_to: Tensor
+    ) -> ODESolution:
+        """Integrate ``rhs`` from the times ``t_from`` to ``t_to`` in ``flow``'s variable."""
+        return solve_ivp_batched(
+            rhs,
+            y0,
+            flow.u_of_t(t_from),
+            flow.u_of_t(t_to),
+            rtol=self.rtol,
+            atol=self.atol,
+            method=self.method,
+            norm=self.norm,
+            first_probe=self.first_probe,
+        )
+
+
+def solve_log_density(
+    flow: ProbabilityFlow, x: Tensor, probes: Tensor | None, eps: float, solver: FlowSolver
+) -> LikelihoodResult:
+    """``log p_eps(x)`` of one batch by the PF ODE (Song et al. 2021, eq. 39; Chen et al. 2018).
+
+    ``log p_eps(x) = log p_prior(z) + int_eps^T div(dx/dt) dt`` with ``z = x(T)``: integrate
+    ``[w, A]`` (see :mod:`.flow`) from ``eps`` to ``T`` and add the closed-form terms.
+    ``probes`` ``(P, B, d)`` give Hutchinson's trace estimate; ``None`` the exact trace.
+    """
+    t0, t1 = _times(flow.sde, x, eps)
+    state = torch.cat([flow.to_state(x, t0), x.new_zeros(x.shape[0], 1)], dim=1)
+    sol = solver.solve(flow, flow.drift_and_divergence(probes), state, t0, t1)
+    z = flow.from_state(sol.y[:, :-1], t1)
+    prior = flow.sde.prior_log_prob(z)
+    delta = sol.y[:, -1] + flow.log_scale_correction(t0, t1)
+    return LikelihoodResult(prior + delta, z, sol.nfe, sol.calls, prior)
+
+
+def _times(sde: SDE, x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    t0 = torch.full((x.shape[0],), eps, device=x.device, dtype=x.dtype)
+    return t0, torch.full_like(t0, sde.T)
 
 
 def _check_common(
@@ -80,58 +129,37 @@ def _check_common(
         )
 
 
-def _norm(kind: str, dim: int) -> Callable[[Tensor], Tensor]:
-    """Per-sample error norm of scaled errors ``(B, d [+ 1])``.
-
-    ``"rms"``: root mean square over all components of the sample (the log-density column
-    counts as one more component). ``"mixed"``: the larger of the RMS over the data columns and
-    the log-density column's own scaled error, so the log-density is held to the tolerance on its
-    own.
-    """
-    if kind == "rms":
-        return rms_norm
-
-    def mixed(z: Tensor) -> Tensor:
-        if z.shape[1] == dim:
-            return rms_norm(z)
-        return torch.maximum(rms_norm(z[:, :dim]), z[:, dim].abs())
-
-    def logp(z: Tensor) -> Tensor:
-        if z.shape[1] == dim:
-            return rms_norm(z)
-        return z[:, dim].abs()
-
-    return mixed if kind == "mixed" else logp
+def _check_estimator(
+    divergence: str,
+    probe: str,
+    probes: int,
+    generator: torch.Generator | None,
+    batch_size: int | None,
+) -> None:
+    check_choice("divergence", divergence, ("hutchinson", "exact"))
+    check_choice("probe", probe, ("rademacher", "gaussian"))
+    if isinstance(probes, bool) or not isinstance(probes, int):
+        raise TypeError(f"probes must be an int >= 1, got {probes!r}")
+    if probes < 1:
+        raise ValueError(f"probes must be >= 1, got {probes}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+    ):
+        raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
 
 
-def _times(sde: SDE, x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
-    t0 = torch.full((x.shape[0],), eps, device=x.device, dtype=x.dtype)
-    return t0, torch.full_like(t0, sde.T)
-
-
-def _solve_flow(
-    flow: ProbabilityFlow,
-    rhs: Callable[[Tensor, Tensor, Tensor], Tensor],
-    y0: Tensor,
-    t_from: Tensor,
-    t_to: Tensor,
-    rtol: float,
-    atol: float,
-    method: str,
-    norm: str,
-    first_probe: float = FIRST_PROBE,
-) -> ODESolution:
-    return solve_ivp_batched(
-        rhs,
-        y0,
-        flow.u_of_t(t_from),
-        flow.u_of_t(t_to),
-        rtol=rtol,
-        atol=atol,
-        method=method,
-        norm=_norm(norm, flow.dim),
-        pi=PI_CONTROLLER,
-        first_probe=first_probe,
+def _concat(parts: list[LikelihoodResult]) -> LikelihoodResult:
+    """The results of consecutive chunks of a batch as one result."""
+    if len(parts) == 1:
+        return parts[0]
+    return LikelihoodResult(
+        torch.cat([r.log_prob for r in parts]),
+        torch.cat([r.latent for r in parts]),
+        torch.cat([r.nfe for r in parts]),
+        sum(r.calls for r in parts),
+        torch.cat([r.prior_log_prob for r in parts]),
     )
 
 
@@ -150,31 +178,23 @@ def log_likelihood(
     eps: float = 1e-5,
     generator: torch.Generator | None = None,
     batch_size: int | None = None,
-    _variable: str = DEFAULT_VARIABLE,
-    _state: str = DEFAULT_STATE,
-    _norm_kind: str = DEFAULT_NORM,
-    _residual: bool = True,
-    _first_probe: float = FIRST_PROBE,
-    _probes: Tensor | None = None,
 ) -> LikelihoodResult:
-    """Exact log-likelihood ``log p_eps(x)`` by the probability-flow ODE (seed 002).
+    """Exact log-likelihood ``log p_eps(x)`` by the probability-flow ODE.
 
-    Integrates ``[x, log-density change]`` from ``t = eps`` to ``T`` with an adaptive embedded
-    Runge–Kutta pair whose step size and error control are per sample, then adds the prior
-    log-density of the end point ``z``::
+    The instantaneous change of variables along the PF ODE (Song et al. 2021, eq. 39; Chen et
+    al. 2018): integrate ``[x, log-density change]`` from ``t = eps`` to ``T`` with an adaptive
+    embedded Runge–Kutta pair whose step size and error control are per sample, then add the
+    prior log-density of the end point ``z``::
 
         log p_eps(x) = log p_prior(z) + int_eps^T div(dx/dt) dt.
 
-    The ODE runs on the normalised state ``w = x / (s(t) sqrt(1 + sigma(t)^2))`` (O(1) at every
-    noise level; ``w = x`` for VP) against the bounded ``u = sigma / (kappa + sigma)`` (like
-    ``sigma`` at small noise, ``1 - kappa / sigma`` at large noise, ``kappa = 0.6``), with the
-    unit-Gaussian part of the divergence integrated in closed form. Among ``t``, ``sigma``,
-    ``log sigma``, log-SNR, ``asinh sigma`` and a VP clock this needed the fewest evaluations at
-    equal accuracy over analytic targets and network-like scores together (see
-    :mod:`scoresde.likelihood.flow` and ``benchmarks/RESULTS.md``). The result is
-    the density of the data at time
-    ``eps`` (for VE, the data convolved with ``N(0, sigma(eps)^2)``), and it is exact only up to
-    the mismatch between the prior and the true ``p_T`` and the solver tolerance.
+    The ODE runs on the normalised state ``w = x / (s(t) sqrt(1 + sigma(t)^2))`` against the
+    bounded ``u = sigma / (0.6 + sigma)``, with the unit-Gaussian part of the divergence
+    integrated in closed form (:mod:`scoresde.likelihood.flow`). The divergence is exact or
+    Hutchinson's estimate (Skilling 1989; Hutchinson 1989) with probes fixed for the solve. The
+    result is the density of the data at time ``eps`` (for VE, the data convolved with
+    ``N(0, sigma(eps)^2)``), and it is exact only up to the mismatch between the prior and the
+    true ``p_T`` and the solver tolerance.
 
     Args:
         score_fn: ``score_fn(x, t)``, differentiable in ``x`` (for the divergence).
@@ -195,68 +215,26 @@ def log_likelihood(
             ``sigma >= sde.eps = 0.002``; pass ``eps=sde.eps`` there with a trained network.
         generator: source of the Hutchinson probes.
         batch_size: solve at most this many samples at a time (peak memory independent of
-            ``B``). Each sample has its own adaptive steps, so the result does not depend on the
-            chunking (up to the probes, which are drawn per chunk from ``generator``).
+            ``B``). Each sample has its own adaptive steps and the probes are drawn for the whole
+            batch at once, so the result does not depend on the chunking.
 
     Returns:
         :class:`LikelihoodResult` with ``log_prob`` (nats, ``(B,)``), ``latent``, ``nfe``.
         Use :func:`bits_per_dim` for bits per dimension. The result is detached.
     """
     _check_common(score_fn, sde, x, "x", rtol, atol, method, eps)
-    check_choice("divergence", divergence, ("hutchinson", "exact"))
-    check_choice("probe", probe, ("rademacher", "gaussian"))
-    if isinstance(probes, bool) or not isinstance(probes, int):
-        raise TypeError(f"probes must be an int >= 1, got {probes!r}")
-    if probes < 1:
-        raise ValueError(f"probes must be >= 1, got {probes}")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    if batch_size is not None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
-        if x.shape[0] > batch_size:
-            kw: dict[str, Any] = dict(rtol=rtol, atol=atol, method=method, probes=probes)
-            kw.update(divergence=divergence)
-            kw.update(probe=probe, eps=eps, generator=generator, _variable=_variable)
-            kw.update(_state=_state, _norm_kind=_norm_kind, _residual=_residual)
-            kw.update(_first_probe=_first_probe)
-            # probes for the whole batch, drawn once: the chunking does not change any result
-            full = _probes
-            if divergence == "hutchinson" and full is None:
-                full = draw_probes(probe, x.shape[0], x[0].numel(), probes, generator, x)
-            parts = [
-                log_likelihood(
-                    score_fn,
-                    sde,
-                    xb,
-                    **kw,
-                    _probes=None if full is None else full[:, i : i + xb.shape[0]],
-                )
-                for i, xb in zip(range(0, x.shape[0], batch_size), x.split(batch_size), strict=True)
-            ]
-            return LikelihoodResult(
-                torch.cat([r.log_prob for r in parts]),
-                torch.cat([r.latent for r in parts]),
-                torch.cat([r.nfe for r in parts]),
-                sum(r.calls for r in parts),
-                torch.cat([r.prior_log_prob for r in parts]),
-            )
-    flow = ProbabilityFlow(score_fn, sde, tuple(x.shape[1:]), _variable, _state, _residual)
-    t0, t1 = _times(sde, x, eps)
+    _check_estimator(divergence, probe, probes, generator, batch_size)
+    flow = ProbabilityFlow(score_fn, sde, tuple(x.shape[1:]))
     v = None
     if divergence == "hutchinson":
-        v = (
-            _probes
-            if _probes is not None
-            else draw_probes(probe, x.shape[0], flow.dim, probes, generator, x)
-        )
-    state = torch.cat([flow.to_state(x, t0), x.new_zeros(x.shape[0], 1)], dim=1)
-    rhs = flow.drift_and_divergence(v)
-    sol = _solve_flow(flow, rhs, state, t0, t1, rtol, atol, method, _norm_kind, _first_probe)
-    z = flow.from_state(sol.y[:, :-1], t1)
-    prior = sde.prior_log_prob(z)
-    delta = sol.y[:, -1] + flow.log_scale_correction(t0, t1)
-    return LikelihoodResult(prior + delta, z, sol.nfe, sol.calls, prior)
+        v = draw_probes(probe, x.shape[0], flow.dim, probes, generator, x)
+    solver = FlowSolver(rtol, atol, method)
+    size = x.shape[0] if batch_size is None else batch_size
+    parts = []
+    for i in range(0, x.shape[0], size):  # probes for the whole batch: chunking changes nothing
+        vb = None if v is None else v[:, i : i + size]
+        parts.append(solve_log_density(flow, x[i : i + size], vb, eps, solver))
+    return _concat(parts)
 
 
 @torch.no_grad()
@@ -270,13 +248,13 @@ def encode(
     method: str = "dopri5",
     eps: float = 1e-5,
 ) -> Tensor:
-    """Map data ``x`` at time ``eps`` to its latent ``z = x(T)`` by the PF ODE (seed 002).
+    """Map data ``x`` at time ``eps`` to its latent ``z = x(T)`` by the PF ODE.
 
-    Same solver and settings as :func:`log_likelihood` (and :func:`decode`, its inverse up to the
-    tolerance). Returns ``z`` shaped like ``x``.
+    The PF ODE (Song et al. 2021, eq. 13) is a deterministic, invertible map; same solver and
+    settings as :func:`log_likelihood` (and :func:`decode`, its inverse up to the tolerance).
+    Returns ``z`` shaped like ``x``.
     """
-    _check_common(score_fn, sde, x, "x", rtol, atol, method, eps)
-    return _transport(score_fn, sde, x, eps, rtol, atol, method, forward=True)
+    return _transport(score_fn, sde, x, "x", FlowSolver(rtol, atol, method), eps, forward=True)
 
 
 @torch.no_grad()
@@ -295,33 +273,23 @@ def decode(
     The inverse of :func:`encode` with the same settings. ``z`` drawn from the prior gives a
     sample of the model (the deterministic PF-ODE sampler with adaptive steps).
     """
-    _check_common(score_fn, sde, z, "z", rtol, atol, method, eps)
-    return _transport(score_fn, sde, z, eps, rtol, atol, method, forward=False)
+    return _transport(score_fn, sde, z, "z", FlowSolver(rtol, atol, method), eps, forward=False)
 
 
 def _transport(
     score_fn: ScoreFn,
     sde: SDE,
     x: Tensor,
+    name: str,
+    solver: FlowSolver,
     eps: float,
-    rtol: float,
-    atol: float,
-    method: str,
     *,
     forward: bool,
 ) -> Tensor:
-    flow = ProbabilityFlow(score_fn, sde, tuple(x.shape[1:]), DEFAULT_VARIABLE, DEFAULT_STATE)
+    """Check the inputs, then carry ``x`` from ``eps`` to ``T`` (``forward``) or back."""
+    _check_common(score_fn, sde, x, name, solver.rtol, solver.atol, solver.method, eps)
+    flow = ProbabilityFlow(score_fn, sde, tuple(x.shape[1:]))
     t_eps, t_end = _times(sde, x, eps)
     t_from, t_to = (t_eps, t_end) if forward else (t_end, t_eps)
-    sol = _solve_flow(
-        flow,
-        flow.drift(),
-        flow.to_state(x, t_from),
-        t_from,
-        t_to,
-        rtol,
-        atol,
-        method,
-        DEFAULT_NORM,
-    )
+    sol = solver.solve(flow, flow.drift(), flow.to_state(x, t_from), t_from, t_to)
     return flow.from_state(sol.y, t_to)

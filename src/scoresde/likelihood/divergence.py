@@ -1,9 +1,11 @@
 """The score and the trace of its Jacobian in one evaluation: exact, or Hutchinson's estimate.
 
-Hutchinson (1989): for a probe ``v`` with ``E[v v^T] = I`` (Rademacher or standard normal),
-``tr J = E[v^T J v]``. One vector-Jacobian product ``v^T J`` after the forward pass gives the
-estimate, so an evaluation costs one forward plus one VJP; ``P`` probes cost one forward plus one
-batched VJP of width ``P``. The exact trace uses the ``d`` unit vectors as probes (small ``d``).
+Skilling (1989), Hutchinson (1989): for a probe ``v`` with ``E[v v^T] = I`` (Rademacher or
+standard normal), ``tr J = E[v^T J v]``. One vector-Jacobian product ``v^T J`` after the forward
+pass gives the estimate, so an evaluation costs one forward plus one VJP; ``P`` probes cost one
+forward plus one batched VJP of width ``P``. The probes are drawn once per solve and kept fixed,
+so the ODE being integrated is a smooth one (Grathwohl et al. 2019, FFJORD). The exact trace uses
+the ``d`` unit vectors as probes (small ``d``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from torch import Tensor
 
 from ..sde import ScoreFn
 
-__all__ = ["score_and_trace", "draw_probes"]
+__all__ = ["score_and_trace", "draw_probes", "check_score"]
 
 _EXACT_CHUNK = 256
 
@@ -40,6 +42,14 @@ def draw_probes(
     else:
         v = torch.randn(shape, generator=generator, device=device, dtype=torch.float64)
     return v.to(device=like.device, dtype=like.dtype)
+
+
+def check_score(score: object, x: Tensor) -> Tensor:
+    """Return ``score`` if it is a tensor shaped like ``x``; else a ``ValueError`` naming both."""
+    if not isinstance(score, Tensor) or score.shape != x.shape:
+        got = tuple(score.shape) if isinstance(score, Tensor) else type(score).__name__
+        raise ValueError(f"score_fn must return a tensor shaped like x {tuple(x.shape)}, got {got}")
+    return score
 
 
 def _vjp_rows(out: Tensor, x: Tensor, vs: Tensor, retain: bool) -> Tensor:
@@ -69,12 +79,7 @@ def score_and_trace(
     dim = math.prod(x.shape[1:])
     with torch.enable_grad():
         xg = x.detach().requires_grad_(True)
-        out = score_fn(xg, t)
-        if not isinstance(out, Tensor) or out.shape != x.shape:
-            got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-            raise ValueError(
-                f"score_fn must return a tensor shaped like x {tuple(x.shape)}, got {got}"
-            )
+        out = check_score(score_fn(xg, t), x)
         if not out.requires_grad:
             raise ValueError(
                 "score_fn's output does not depend differentiably on x, so its divergence "

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch import Tensor
 
 from .._checks import check_choice
 
-__all__ = ["Tableau", "TABLEAUS", "ODESolution", "solve_ivp_batched", "RHS"]
+__all__ = ["Tableau", "TABLEAUS", "ODESolution", "solve_ivp_batched", "RHS", "Norm", "rms_norm"]
 
 RHS = Callable[[Tensor, Tensor, Tensor], Tensor]
 """``F(rows, u, y) -> dy/du``: ``rows`` are the original batch indices of the ``y`` rows.
@@ -156,11 +156,16 @@ class ODESolution:
 
 
 Norm = Callable[[Tensor], Tensor]
+"""A per-row error norm: scaled errors ``(B, N)`` to ``(B,)``."""
 
 
 def rms_norm(z: Tensor) -> Tensor:
-    """Root-mean-square over each row: ``sqrt(mean_j z_j^2)``, shape ``(B,)``."""
-    return z.pow(2).mean(dim=1).sqrt()
+    """Root-mean-square over each row, ``sqrt(mean_j z_j^2)``, shape ``(B,)``.
+
+    The error norm of Hairer, Nørsett & Wanner (*Solving ODEs I*, II.4, eq. 4.11) taken per
+    sample; ``z`` is batch first, ``(B, ...)``, and everything after the batch dimension counts.
+    """
+    return z.reshape(z.shape[0], -1).pow(2).mean(dim=1).sqrt()
 
 
 class _Counter:
@@ -196,42 +201,176 @@ class _Counter:
         return self.fn(rows, self.u + self.hs * self.c[i], y)
 
 
+@dataclass(frozen=True)
+class _Control:
+    """Error control and step-size rule shared by every row (Hairer II.4, eqs. 4.10-4.13)."""
+
+    tab: Tableau
+    rtol: float
+    atol: float
+    norm: Norm
+    safety: float
+    alpha: float
+    """Exponent on this step's error ratio: ``pi[0] / order``."""
+    beta: float
+    """Exponent on the previous accepted step's ratio: ``pi[1] / order``."""
+
+    def ratio(self, err: Tensor, y: Tensor, y_new: Tensor) -> Tensor:
+        """``norm(err / (atol + rtol max(|y|, |y_new|)))`` per row: accept where ``<= 1``."""
+        scale = self.atol + self.rtol * torch.maximum(y.abs(), y_new.abs())
+        return self.norm(err / scale)
+
+    def factor(self, r: Tensor, r_prev: Tensor) -> Tensor:
+        """The step-size factor ``clip(safety r^-alpha r_prev^beta, 0.2, 10)`` (0.2 if NaN)."""
+        rc = r.clamp(min=1e-10)
+        grow = self.safety * rc ** (-self.alpha) * r_prev**self.beta
+        return torch.where(torch.isfinite(r), grow, torch.full_like(r, 0.2)).clamp(0.2, 10.0)
+
+
+@dataclass
+class _Live:
+    """The unfinished rows: original index, position, end, direction, next step and counters."""
+
+    rows: Tensor
+    u: Tensor
+    y: Tensor
+    end: Tensor
+    direction: Tensor
+    h: Tensor
+    """Next step size (the row's interval length until :func:`_initial_step` sets it)."""
+    k_first: Tensor
+    """``F(u, y)``: the first stage of the next step (FSAL)."""
+    n_steps: Tensor
+    n_rej: Tensor
+    grown_ok: Tensor
+    """Whether the step may grow (not right after a rejection)."""
+    r_prev: Tensor
+    """Error ratio of the last accepted step (for the PI controller)."""
+
+    def keep(self, mask: Tensor) -> _Live:
+        """The rows where ``mask`` holds."""
+        return _Live(*(getattr(self, f.name)[mask] for f in fields(self)))
+
+
 def _initial_step(
-    f: _Counter,
-    rows: Tensor,
-    u0: Tensor,
-    y0: Tensor,
-    k0: Tensor,
-    direction: Tensor,
-    span: Tensor,
-    first_probe: float,
-    order: int,
-    rtol: float,
-    atol: float,
-    norm: Norm,
+    f: _Counter, ctl: _Control, live: _Live, span: Tensor, first_probe: float
 ) -> Tensor:
     """Per-row starting step (Hairer, Nørsett & Wanner, *Solving ODEs I*, II.4, p. 169).
 
-    The heuristic's Euler probe, from which it estimates the second derivative, reaches at most
-    ``first_probe * span``: where the solution is flat at the start (the PF ODE near
-    ``sigma = 0``) the unbounded probe ``0.01 |y0| / |f0|`` lands beyond all the structure at
-    small noise, and the heuristic then proposes a first step across it that the embedded error
-    estimate misjudges. A probe that stays near the start sees that structure; the step itself
-    is then at most ``100`` probe lengths, as in Hairer's rule.
+    With ``d0 = |y0|``, ``d1 = |f0|`` (scaled norms), an Euler probe of length
+    ``h0 = 0.01 d0 / d1`` estimates the second derivative ``d2``; the step is
+    ``min(100 h0, (0.01 / max(d1, d2))^(1 / (order + 1)))``. Here the probe reaches at most
+    ``first_probe * span`` of the row's interval, so that it sees structure close to the start
+    of a solution that is flat there; the step itself is still up to ``100`` probe lengths.
     """
-    scale = atol + rtol * y0.abs()
-    d0, d1 = norm(y0 / scale), norm(k0 / scale)
+    y0, k0, direction = live.y, live.k_first, live.direction
+    scale = ctl.atol + ctl.rtol * y0.abs()
+    d0, d1 = ctl.norm(y0 / scale), ctl.norm(k0 / scale)
     h0 = torch.where((d0 < 1e-5) | (d1 < 1e-5), torch.full_like(d0, 1e-6), 0.01 * d0 / d1)
     h0 = torch.minimum(h0, first_probe * span)
-    k1 = f(rows, u0 + direction * h0, y0 + (direction * h0)[:, None] * k0)
-    d2 = norm((k1 - k0) / scale) / h0
+    k1 = f(live.rows, live.u + direction * h0, y0 + (direction * h0)[:, None] * k0)
+    d2 = ctl.norm((k1 - k0) / scale) / h0
     big = torch.maximum(d1, d2)
     h1 = torch.where(
         big <= 1e-15,
         torch.clamp(h0 * 1e-3, min=1e-6),
-        (0.01 / big.clamp(min=1e-300)) ** (1.0 / (order + 1)),
+        (0.01 / big.clamp(min=1e-300)) ** (1.0 / (ctl.tab.order + 1)),
     )
     return torch.minimum(torch.minimum(100 * h0, h1), span)
+
+
+def _start(
+    f: _Counter, ctl: _Control, y0: Tensor, u0: Tensor, u1: Tensor, first_probe: float
+) -> _Live | None:
+    """Prepare: drop zero-length rows, evaluate ``F`` at the start, choose the first steps."""
+    rows = torch.arange(y0.shape[0], device=y0.device)
+    u, y, end = u0.clone(), y0, u1
+    direction, span = torch.sign(end - u), (end - u).abs()
+    live = span > 0
+    if not bool(live.all()):
+        rows, u, y, end, direction, span = (v[live] for v in (rows, u, y, end, direction, span))
+    if rows.numel() == 0:
+        return None
+    k = f(rows, u, y)
+    _check_finite(k, u)
+    n = torch.zeros(rows.numel(), dtype=torch.long, device=y0.device)
+    grow = torch.ones(rows.numel(), dtype=torch.bool, device=y0.device)
+    state = _Live(rows, u, y, end, direction, span, k, n, n.clone(), grow, torch.ones_like(span))
+    state.h = _initial_step(f, ctl, state, span, first_probe)
+    return state
+
+
+def _rk_step(f: _Counter, tab: Tableau, live: _Live, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """One step of the embedded pair (Dormand & Prince 1980): ``(y_new, F(y_new), error)``.
+
+    Stage ``i`` sits at ``y + h sum_j a_ij k_j``; with FSAL the last stage is the propagated
+    solution, and the error estimate is ``h sum_i e_i k_i``.
+    """
+    hs = (live.direction * h)[:, None]
+    f.prepare(live.u, live.direction * h)
+    ks = [live.k_first]
+    for i in range(1, tab.stages):
+        acc = ks[0] * tab.a[i][0]
+        for j in range(1, i):
+            if tab.a[i][j] != 0.0:
+                acc.add_(ks[j], alpha=tab.a[i][j])
+        y_stage = torch.addcmul(live.y, hs, acc)
+        ks.append(f.stage(i, live.rows, y_stage))
+    err = ks[0] * tab.e[0]
+    for k, e in zip(ks[1:], tab.e[1:], strict=True):
+        if e != 0.0:
+            err.add_(k, alpha=e)
+    return y_stage, ks[-1], err.mul_(hs)
+
+
+def _attempt(f: _Counter, ctl: _Control, live: _Live) -> tuple[Tensor, Tensor]:
+    """Step every row once; accept where the error ratio is ``<= 1``, resize the next step.
+
+    Returns ``(ok, last)``: which rows were accepted and which steps reached the end. A
+    non-finite error ratio rejects the step and shrinks it by 0.2; right after a rejection the
+    step does not grow.
+    """
+    remaining = (live.end - live.u).abs()
+    last = live.h >= remaining * (1 - 1e-12)
+    h = torch.where(last, remaining, live.h)
+    y_new, k_new, err = _rk_step(f, ctl.tab, live, h)
+    r = ctl.ratio(err, live.y, y_new)
+    ok = r <= 1.0  # NaN compares False: a non-finite step is rejected
+    factor = ctl.factor(r, live.r_prev)
+    live.r_prev = torch.where(ok, r.clamp(min=1e-10), live.r_prev)
+    factor = torch.where(ok & live.grown_ok, factor, factor.clamp(max=1.0))
+    live.grown_ok = ok
+    live.u = torch.where(ok, torch.where(last, live.end, live.u + live.direction * h), live.u)
+    live.y = torch.where(ok[:, None], y_new, live.y)
+    live.k_first = torch.where(ok[:, None], k_new, live.k_first)
+    live.n_steps += ok
+    live.n_rej += ~ok
+    live.h = h * factor
+    return ok, last
+
+
+def _retire(live: _Live, done: Tensor, sol: ODESolution, calls: int) -> _Live:
+    """Write the rows that reached their end into ``sol``; return the others.
+
+    Raises ``RuntimeError`` when an unfinished row's step underflowed. One host read per call.
+    """
+    h, u, end = live.h, live.u, live.end
+    tiny = ~done & (h < 4 * torch.finfo(h.dtype).eps * torch.maximum(u.abs(), end.abs()))
+    any_done, any_tiny = torch.stack((done.any(), tiny.any())).tolist()  # one host read
+    if any_tiny:
+        bad = int(live.rows[tiny][0])
+        raise RuntimeError(
+            f"step size underflow for sample {bad} at u={float(u[tiny][0]):.6g}: the ODE's "
+            "right-hand side is non-finite or too stiff there; check score_fn's output"
+        )
+    if not any_done:
+        return live
+    idx = live.rows[done]
+    sol.y[idx] = live.y[done]
+    sol.nfe[idx.cpu()] = calls
+    sol.steps[idx.cpu()] = live.n_steps[done].cpu()
+    sol.rejected[idx.cpu()] = live.n_rej[done].cpu()
+    return live.keep(~done)
 
 
 def solve_ivp_batched(
@@ -251,109 +390,72 @@ def solve_ivp_batched(
 ) -> ODESolution:
     """Integrate ``dy/du = fn(rows, u, y)`` for each row ``b`` from ``u0[b]`` to ``u1[b]``.
 
-    Error control (Hairer II.4): a step of row ``b`` is accepted when
-    ``norm(err_b / (atol + rtol max(|y_b|, |y_new_b|))) <= 1`` and its next step is
-    ``h_b * clip(safety * r_b^(-1/order), 0.2, 10)`` (no growth right after a rejection).
-    ``y0`` is ``(B, N)``; ``u0``/``u1`` are ``(B,)`` and rows may integrate in either direction.
-    The starting-step heuristic probes at most ``first_probe`` times a row's interval
+    An embedded explicit Runge–Kutta pair (:data:`TABLEAUS`; dopri5 is Dormand & Prince 1980)
+    with the error control of Hairer, Nørsett & Wanner (*Solving ODEs I*, II.4) applied to each
+    row on its own: a step is accepted when ``norm(err / (atol + rtol max(|y|, |y_new|))) <= 1``
+    (eqs. 4.10-4.11) and the next step is ``h clip(safety r^-alpha r_prev^beta, 0.2, 10)`` with
+    ``(alpha, beta) = pi / order`` (``pi = (1, 0)``: the classical rule, eq. 4.13; ``beta > 0``:
+    Gustafsson's PI control), not growing right after a rejection. The first step is Hairer's
+    starting-step heuristic, its probe at most ``first_probe`` times the row's interval
     ``|u1 - u0|`` ahead (see :func:`_initial_step`).
+
+    Args:
+        fn: the right-hand side (see :data:`RHS`).
+        y0: initial states ``(B, N)``.
+        u0: start of each row's interval, ``(B,)``.
+        u1: end of each row's interval, ``(B,)``; rows may integrate in either direction.
+        rtol: relative tolerance.
+        atol: absolute tolerance.
+        method: a key of :data:`TABLEAUS`.
+        norm: per-row error norm of the scaled errors.
+        max_steps: step attempts before giving up.
+        safety: safety factor of the step-size rule.
+        pi: controller exponents, in units of ``1 / order``.
+        first_probe: reach of the starting-step probe, a fraction of the interval in ``(0, 1]``.
+
+    Returns:
+        The :class:`ODESolution` at ``u1``.
     """
+    ctl = _control(method, first_probe, y0, rtol, atol, norm, safety, pi)
+    f = _Counter(fn, ctl.tab.c)
+    batch = y0.shape[0]
+    counts = [torch.zeros(batch, dtype=torch.long) for _ in range(3)]
+    sol = ODESolution(y0.clone(), counts[0], 0, counts[1], counts[2])
+    live = _start(f, ctl, y0, u0, u1, first_probe)
+    if live is None:
+        return sol
+    for _ in range(max_steps):
+        ok, last = _attempt(f, ctl, live)
+        live = _retire(live, ok & last, sol, f.calls)
+        if live.rows.numel() == 0:
+            sol.calls = f.calls
+            return sol
+    raise RuntimeError(
+        f"{live.rows.numel()} sample(s) did not finish within max_steps={max_steps}; loosen "
+        "rtol/atol or check score_fn"
+    )
+
+
+def _control(
+    method: str,
+    first_probe: float,
+    y0: Tensor,
+    rtol: float,
+    atol: float,
+    norm: Norm,
+    safety: float,
+    pi: tuple[float, float],
+) -> _Control:
+    """Check the solver's arguments and bundle the error control."""
     check_choice("method", method, TABLEAUS)
     if not 0.0 < first_probe <= 1.0:
         raise ValueError(
             f"first_probe must lie in (0, 1] (a fraction of the interval), got {first_probe}"
         )
-    tab = TABLEAUS[method]
     if y0.dim() != 2:
         raise ValueError(f"y0 must be (B, N), got shape {tuple(y0.shape)}")
-    batch = y0.shape[0]
-    f = _Counter(fn, tab.c)
-    out = y0.clone()
-    nfe = torch.zeros(batch, dtype=torch.long)
-    steps = torch.zeros(batch, dtype=torch.long)
-    rejected = torch.zeros(batch, dtype=torch.long)
-    rows = torch.arange(batch, device=y0.device)
-    u, y, end = u0.clone(), y0, u1
-    direction = torch.sign(end - u)
-    span = (end - u).abs()
-    live = span > 0
-    if not bool(live.all()):
-        rows, u, y, end, direction, span = (v[live] for v in (rows, u, y, end, direction, span))
-    if rows.numel() == 0:
-        return ODESolution(out, nfe, 0, steps, rejected)
-    k_first = f(rows, u, y)
-    _check_finite(k_first, u)
-    h = _initial_step(
-        f, rows, u, y, k_first, direction, span, first_probe, tab.order, rtol, atol, norm
-    )
-    n_steps = torch.zeros(rows.numel(), dtype=torch.long, device=y0.device)
-    n_rej = torch.zeros_like(n_steps)
-    grown_ok = torch.ones(rows.numel(), dtype=torch.bool, device=y0.device)
-    r_prev = torch.ones_like(h)
-    alpha, beta = pi[0] / tab.order, pi[1] / tab.order
-    for _ in range(max_steps):
-        remaining = (end - u).abs()
-        last = h >= remaining * (1 - 1e-12)
-        h = torch.where(last, remaining, h)
-        hs = (direction * h)[:, None]
-        f.prepare(u, direction * h)
-        ks = [k_first]
-        for i in range(1, tab.stages):
-            acc = ks[0] * tab.a[i][0]
-            for j in range(1, i):
-                if tab.a[i][j] != 0.0:
-                    acc.add_(ks[j], alpha=tab.a[i][j])
-            yi = torch.addcmul(y, hs, acc)
-            if i == tab.stages - 1:
-                y_new = yi  # FSAL: the last stage sits at the propagated solution
-            ks.append(f.stage(i, rows, yi))
-        err = ks[0] * tab.e[0]
-        for k, e in zip(ks[1:], tab.e[1:], strict=True):
-            if e != 0.0:
-                err.add_(k, alpha=e)
-        err.mul_(hs)
-        scale = atol + rtol * torch.maximum(y.abs(), y_new.abs())
-        r = norm(err / scale)
-        ok = r <= 1.0  # NaN compares False: a non-finite step is rejected
-        rc = r.clamp(min=1e-10)
-        factor = torch.where(
-            torch.isfinite(r), safety * rc ** (-alpha) * r_prev**beta, torch.full_like(r, 0.2)
-        ).clamp(0.2, 10.0)
-        r_prev = torch.where(ok, rc, r_prev)
-        factor = torch.where(ok & grown_ok, factor, factor.clamp(max=1.0))
-        grown_ok = ok
-        u = torch.where(ok, torch.where(last, end, u + direction * h), u)
-        y = torch.where(ok[:, None], y_new, y)
-        k_first = torch.where(ok[:, None], ks[-1], k_first)
-        n_steps += ok
-        n_rej += ~ok
-        h = h * factor
-        done = ok & last
-        tiny = ~done & (h < 4 * torch.finfo(h.dtype).eps * torch.maximum(u.abs(), end.abs()))
-        any_done, any_tiny = torch.stack((done.any(), tiny.any())).tolist()  # one host read
-        if any_tiny:
-            bad = int(rows[tiny][0])
-            raise RuntimeError(
-                f"step size underflow for sample {bad} at u={float(u[tiny][0]):.6g}: the ODE's "
-                "right-hand side is non-finite or too stiff there; check score_fn's output"
-            )
-        if any_done:
-            idx = rows[done]
-            out[idx] = y[done]
-            nfe[idx.cpu()] = f.calls
-            steps[idx.cpu()] = n_steps[done].cpu()
-            rejected[idx.cpu()] = n_rej[done].cpu()
-            keep = ~done
-            rows, u, y, end, direction, h, k_first, n_steps, n_rej, grown_ok, r_prev = (
-                v[keep]
-                for v in (rows, u, y, end, direction, h, k_first, n_steps, n_rej, grown_ok, r_prev)
-            )
-            if rows.numel() == 0:
-                return ODESolution(out, nfe, f.calls, steps, rejected)
-    raise RuntimeError(
-        f"{rows.numel()} sample(s) did not finish within max_steps={max_steps}; loosen "
-        "rtol/atol or check score_fn"
-    )
+    tab = TABLEAUS[method]
+    return _Control(tab, rtol, atol, norm, safety, pi[0] / tab.order, pi[1] / tab.order)
 
 
 def _check_finite(k: Tensor, u: Tensor) -> None:

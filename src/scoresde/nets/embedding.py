@@ -1,4 +1,8 @@
-"""Embeddings of the scalar noise input ``c_noise`` and of class labels.
+"""Embeddings of the scalar noise input ``c_noise`` and of class labels, and how networks use them.
+
+:class:`ConditionedNet` is the base of the networks: ``c_noise`` goes through a Fourier or
+sinusoidal embedding and a two-layer MLP, class labels through :class:`LabelEmbedding`, and the
+sum (after SiLU) is what every residual block receives (Ho et al. 2020; Song et al. 2021).
 
 Both time embeddings are computed in at least float32 whatever the autocast context, since the
 high frequencies of a Fourier embedding lose all precision in bf16; a float64 ``c`` (a network
@@ -14,7 +18,13 @@ from torch import Tensor, nn
 
 from .._checks import check_choice, check_positive
 
-__all__ = ["GaussianFourierEmbedding", "SinusoidalEmbedding", "LabelEmbedding", "time_embedding"]
+__all__ = [
+    "GaussianFourierEmbedding",
+    "SinusoidalEmbedding",
+    "LabelEmbedding",
+    "time_embedding",
+    "ConditionedNet",
+]
 
 EMBEDDINGS = ("fourier", "sinusoidal")
 
@@ -129,3 +139,62 @@ class LabelEmbedding(nn.Module):
                 drop = torch.rand(batch, device=device) < self.dropout
                 y = torch.where(drop, torch.full_like(y, self.null_label), y)
         return self.embed(y)
+
+
+class ConditionedNet(nn.Module):
+    """Base of a network ``net(x, c_noise, y=None)``: the embedding of its conditioning inputs.
+
+    :meth:`_init_conditioning` builds ``time_embed`` (the ``c_noise`` features and a two-layer
+    SiLU MLP) and, for ``num_classes`` classes, ``label_embed`` (with a null label for
+    classifier-free guidance, Ho & Salimans 2022); :meth:`condition` returns
+    ``SiLU(time_embed(c_noise) + label_embed(y))``.
+    """
+
+    num_classes: int | None
+    time_embed: nn.Sequential
+    label_embed: LabelEmbedding | None
+
+    def _init_conditioning(
+        self,
+        embedding: str,
+        features: int,
+        width: int,
+        scale: float | None,
+        num_classes: int | None,
+        class_dropout: float,
+    ) -> None:
+        """Build ``time_embed`` (``features`` features of ``c_noise``, then ``width``) and labels.
+
+        ``label_embed`` is ``None`` for an unconditional network (``num_classes=None``).
+        """
+        self.num_classes = num_classes
+        self.time_embed = nn.Sequential(
+            time_embedding(embedding, features, scale),
+            nn.Linear(features, width),
+            nn.SiLU(),
+            nn.Linear(width, width),
+        )
+        self.label_embed = (
+            LabelEmbedding(num_classes, width, class_dropout) if num_classes is not None else None
+        )
+
+    @property
+    def null_label(self) -> int | None:
+        """The null label (``num_classes``) for classifier-free guidance, or ``None``."""
+        return self.num_classes
+
+    def condition(
+        self, c_noise: Tensor, y: Tensor | None, batch: int, device: torch.device
+    ) -> Tensor:
+        """The embedding ``(batch, width)`` of the noise input ``c_noise`` ``(batch,)`` and y."""
+        if c_noise.shape != (batch,):
+            raise ValueError(f"c_noise must have shape ({batch},), got {tuple(c_noise.shape)}")
+        emb = self.time_embed(c_noise)
+        if self.label_embed is not None:
+            emb = emb + self.label_embed(y, batch, device)
+        elif y is not None:
+            raise ValueError(
+                f"labels y were given to an unconditional {type(self).__name__}; "
+                f"build it with num_classes=K"
+            )
+        return nn.functional.silu(emb)

@@ -8,23 +8,29 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from .embedding import LabelEmbedding, time_embedding
+from .embedding import ConditionedNet
 
-__all__ = ["MLP"]
+__all__ = ["MLP", "ResMLPBlock"]
 
 
-class _ResBlock(nn.Module):
-    """``h + W2 dropout(SiLU(W1 SiLU(LayerNorm h) + E emb))``; ``W2`` starts at zero."""
+class ResMLPBlock(nn.Module):
+    """Pre-norm residual block ``h + W2 dropout(SiLU(W1 SiLU(LayerNorm h) + E emb))``.
 
-    def __init__(self, hidden: int, dropout: float) -> None:
+    The conditioning embedding ``emb`` (same width as ``h``) is added between the two layers, as
+    in the residual blocks of DDPM (Ho et al. 2020). With ``zero_init`` (the default) ``W2``
+    starts at zero, so a fresh block is the identity.
+    """
+
+    def __init__(self, hidden: int, dropout: float, *, zero_init: bool = True) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(hidden)
         self.fc1 = nn.Linear(hidden, hidden)
         self.emb = nn.Linear(hidden, hidden)
         self.drop = nn.Dropout(dropout)
         self.fc2 = nn.Linear(hidden, hidden)
-        nn.init.zeros_(self.fc2.weight)
-        nn.init.zeros_(self.fc2.bias)
+        if zero_init:
+            nn.init.zeros_(self.fc2.weight)
+            nn.init.zeros_(self.fc2.bias)
 
     def forward(self, h: Tensor, emb: Tensor) -> Tensor:
         """Apply the block to features ``h`` ``(B, hidden)`` given the embedding ``emb``."""
@@ -32,7 +38,7 @@ class _ResBlock(nn.Module):
         return h + self.fc2(self.drop(nn.functional.silu(u)))
 
 
-class MLP(nn.Module):
+class MLP(ConditionedNet):
     """Residual MLP ``net(x, c_noise, y=None)`` conditioned on a scalar noise input.
 
     ``c_noise`` (``(B,)``) goes through a Gaussian Fourier (or sinusoidal) embedding and a
@@ -77,18 +83,11 @@ class MLP(nn.Module):
         )  # fmt: skip
         """The constructor arguments (JSON-able): ``MLP(**net.config)`` rebuilds the network."""
         self.dim, self.hidden, self.depth = int(dim), int(hidden), int(depth)
-        self.num_classes = num_classes
-        self.time_embed = nn.Sequential(
-            time_embedding(embedding, embed_dim, embedding_scale),
-            nn.Linear(embed_dim, hidden),
-            nn.SiLU(),
-            nn.Linear(hidden, hidden),
-        )
-        self.label_embed = (
-            LabelEmbedding(num_classes, hidden, class_dropout) if num_classes is not None else None
+        self._init_conditioning(
+            embedding, embed_dim, hidden, embedding_scale, num_classes, class_dropout
         )
         self.inp = nn.Linear(self.dim, hidden)
-        self.blocks = nn.ModuleList(_ResBlock(hidden, dropout) for _ in range(self.depth))
+        self.blocks = nn.ModuleList(ResMLPBlock(hidden, dropout) for _ in range(self.depth))
         self.out_norm = nn.LayerNorm(hidden)
         self.out = nn.Linear(hidden, self.dim)
 
@@ -101,16 +100,7 @@ class MLP(nn.Module):
                 f"MLP(dim={self.dim}) got x of shape {tuple(shape)} "
                 f"({h_in.shape[1]} values per sample)"
             )
-        if c_noise.shape != (shape[0],):
-            raise ValueError(f"c_noise must have shape ({shape[0]},), got {tuple(c_noise.shape)}")
-        emb = self.time_embed(c_noise)
-        if self.label_embed is not None:
-            emb = emb + self.label_embed(y, shape[0], x.device)
-        elif y is not None:
-            raise ValueError(
-                "labels y were given to an unconditional MLP; build it with num_classes=K"
-            )
-        emb = nn.functional.silu(emb)
+        emb = self.condition(c_noise, y, shape[0], x.device)
         h = self.inp(h_in)
         for block in self.blocks:
             h = block(h, emb)
@@ -120,11 +110,6 @@ class MLP(nn.Module):
     def for_shape(cls, event_shape: Sequence[int], **kwargs: Any) -> MLP:
         """Build an MLP for samples of ``event_shape`` (``dim = prod(event_shape)``)."""
         return cls(math.prod(int(s) for s in event_shape), **kwargs)
-
-    @property
-    def null_label(self) -> int | None:
-        """The null label (``num_classes``) for classifier-free guidance, or ``None``."""
-        return self.num_classes
 
     def extra_repr(self) -> str:
         """Summary shown by ``print(model)``."""

@@ -11,14 +11,15 @@ output starts at zero, so a fresh network is the identity on its skips and outpu
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .embedding import LabelEmbedding, time_embedding
+from .embedding import ConditionedNet
 
 __all__ = ["UNet"]
 
@@ -112,7 +113,37 @@ class _Up(nn.Module):
         return self.conv(F.interpolate(x, size=tuple(size), mode="nearest"))
 
 
-class UNet(nn.Module):
+def _stage(
+    cin: int,
+    cout: int,
+    res: int,
+    *,
+    emb_dim: int,
+    dropout: float,
+    attn_at: tuple[int, ...],
+    head_channels: int,
+) -> _Stage:
+    """A residual block ``cin -> cout``, with attention if the size ``res`` is in ``attn_at``."""
+    attn = AttnBlock(cout, head_channels) if res in attn_at else None
+    return _Stage(ResBlock(cin, cout, emb_dim, dropout), attn)
+
+
+def _check_unet_args(
+    sizes: dict[str, int], channel_mult: Sequence[int], dropout: float
+) -> tuple[int, ...]:
+    """Check the U-Net's sizes (each >= 1), multipliers and dropout; return the multipliers."""
+    for name, v in sizes.items():
+        if int(v) < 1:
+            raise ValueError(f"{name} must be a positive integer, got {v}")
+    mults = tuple(int(m) for m in channel_mult)
+    if not mults or min(mults) < 1:
+        raise ValueError(f"channel_mult must be non-empty positive integers, got {channel_mult}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
+    return mults
+
+
+class UNet(ConditionedNet):
     """DDPM++-style U-Net for images ``(B, C, H, W)``; output shaped like the input.
 
     Args:
@@ -153,23 +184,12 @@ class UNet(nn.Module):
     ) -> None:
         super().__init__()
         out_channels = in_channels if out_channels is None else out_channels
-        for name, v in (
-            ("in_channels", in_channels),
-            ("out_channels", out_channels),
-            ("channels", channels),
-            ("num_res_blocks", num_res_blocks),
-            ("resolution", resolution),
-            ("attn_head_channels", attn_head_channels),
-        ):
-            if int(v) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v}")
-        mults = tuple(int(m) for m in channel_mult)
-        if not mults or min(mults) < 1:
-            raise ValueError(
-                f"channel_mult must be non-empty positive integers, got {channel_mult}"
-            )
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
+        sizes = dict(
+            in_channels=in_channels, out_channels=out_channels, channels=channels,
+            num_res_blocks=num_res_blocks, resolution=resolution,
+            attn_head_channels=attn_head_channels,
+        )  # fmt: skip
+        mults = _check_unet_args(sizes, channel_mult, dropout)
         self.config: dict[str, Any] = dict(
             in_channels=int(in_channels), out_channels=int(out_channels), channels=int(channels),
             channel_mult=list(mults), num_res_blocks=int(num_res_blocks),
@@ -180,56 +200,84 @@ class UNet(nn.Module):
         )  # fmt: skip
         """The constructor arguments (JSON-able): ``UNet(**net.config)`` rebuilds the network."""
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
-        self.num_classes = num_classes
-        emb_dim = 4 * channels
-        self.time_embed = nn.Sequential(
-            time_embedding(embedding, channels, embedding_scale),
-            nn.Linear(channels, emb_dim),
-            nn.SiLU(),
-            nn.Linear(emb_dim, emb_dim),
-        )
-        self.label_embed = (
-            LabelEmbedding(num_classes, emb_dim, class_dropout) if num_classes is not None else None
-        )
+        self._build(self.config)
 
-        def stage(cin: int, cout: int, res: int) -> _Stage:
-            attn = AttnBlock(cout, attn_head_channels) if res in attn_resolutions else None
-            return _Stage(ResBlock(cin, cout, emb_dim, dropout), attn)
-
-        self.conv_in = nn.Conv2d(in_channels, channels, 3, padding=1)
-        self.down = nn.ModuleList()
-        skips, cur, res = [channels], channels, int(resolution)
-        level_res = []  # spatial size of each level (ceil halving, as the strided convolution)
-        for i, m in enumerate(mults):
-            level_res.append(res)
-            for _ in range(num_res_blocks):
-                self.down.append(stage(cur, channels * m, res))
-                cur = channels * m
-                skips.append(cur)
-            if i < len(mults) - 1:
-                self.down.append(_Down(cur))
-                skips.append(cur)
-                res = (res + 1) // 2
+    def _build(self, c: dict[str, Any]) -> None:
+        """Create the layers of the configuration ``c`` (the checked :attr:`config`)."""
+        channels, emb_dim, dropout = c["channels"], 4 * c["channels"], c["dropout"]
+        self._init_conditioning(
+            c["embedding"],
+            channels,
+            emb_dim,
+            c["embedding_scale"],
+            c["num_classes"],
+            c["class_dropout"],
+        )
+        stage = partial(
+            _stage,
+            emb_dim=emb_dim,
+            dropout=dropout,
+            attn_at=tuple(c["attn_resolutions"]),
+            head_channels=c["attn_head_channels"],
+        )
+        self.conv_in = nn.Conv2d(c["in_channels"], channels, 3, padding=1)
+        widths = [channels * m for m in c["channel_mult"]]
+        blocks = c["num_res_blocks"]
+        skips, level_res = self._build_down(stage, channels, widths, blocks, c["resolution"])
+        cur = widths[-1]
         self.mid = nn.ModuleList(
             [
-                _Stage(ResBlock(cur, cur, emb_dim, dropout), AttnBlock(cur, attn_head_channels)),
+                _Stage(
+                    ResBlock(cur, cur, emb_dim, dropout), AttnBlock(cur, c["attn_head_channels"])
+                ),
                 _Stage(ResBlock(cur, cur, emb_dim, dropout), None),
             ]
         )
+        self._build_up(stage, widths, blocks, skips, level_res)
+        self.norm_out = nn.GroupNorm(_groups(widths[0]), widths[0])
+        self.conv_out = _zero(nn.Conv2d(widths[0], c["out_channels"], 3, padding=1))
+
+    def _build_down(
+        self,
+        stage: Callable[[int, int, int], _Stage],
+        channels: int,
+        widths: list[int],
+        num_res_blocks: int,
+        resolution: int,
+    ) -> tuple[list[int], list[int]]:
+        """The encoder ``self.down``; returns the skip widths and each level's spatial size."""
+        self.down = nn.ModuleList()
+        skips, cur, res = [channels], channels, int(resolution)
+        level_res = []  # spatial size of each level (ceil halving, as the strided convolution)
+        for i, width in enumerate(widths):
+            level_res.append(res)
+            for _ in range(num_res_blocks):
+                self.down.append(stage(cur, width, res))
+                cur = width
+                skips.append(cur)
+            if i < len(widths) - 1:
+                self.down.append(_Down(cur))
+                skips.append(cur)
+                res = (res + 1) // 2
+        return skips, level_res
+
+    def _build_up(
+        self,
+        stage: Callable[[int, int, int], _Stage],
+        widths: list[int],
+        num_res_blocks: int,
+        skips: list[int],
+        level_res: list[int],
+    ) -> None:
+        """The decoder ``self.up``: one more block per level than the encoder, eating ``skips``."""
         self.up = nn.ModuleList()
-        for i, m in reversed(list(enumerate(mults))):
+        cur = widths[-1]
+        for i in reversed(range(len(widths))):
             for _ in range(num_res_blocks + 1):
-                self.up.append(stage(cur + skips.pop(), channels * m, level_res[i]))
-                cur = channels * m
+                self.up.append(stage(cur + skips.pop(), widths[i], level_res[i]))
+                cur = widths[i]
             if i > 0:
                 self.up.append(_Up(cur))
-        self.norm_out = nn.GroupNorm(_groups(cur), cur)
-        self.conv_out = _zero(nn.Conv2d(cur, out_channels, 3, padding=1))
-
-    @property
-    def null_label(self) -> int | None:
-        """The null label (``num_classes``) for classifier-free guidance, or ``None``."""
-        return self.num_classes
 
     def forward(self, x: Tensor, c_noise: Tensor, y: Tensor | None = None) -> Tensor:
         """Network output ``(B, out_channels, H, W)`` for images ``x`` and noise input ``(B,)``."""
@@ -238,16 +286,7 @@ class UNet(nn.Module):
                 f"UNet(in_channels={self.in_channels}) needs images (B, "
                 f"{self.in_channels}, H, W), got shape {tuple(x.shape)}"
             )
-        if c_noise.shape != (x.shape[0],):
-            raise ValueError(f"c_noise must have shape ({x.shape[0]},), got {tuple(c_noise.shape)}")
-        emb = self.time_embed(c_noise)
-        if self.label_embed is not None:
-            emb = emb + self.label_embed(y, x.shape[0], x.device)
-        elif y is not None:
-            raise ValueError(
-                "labels y were given to an unconditional UNet; build it with num_classes=K"
-            )
-        emb = F.silu(emb)
+        emb = self.condition(c_noise, y, x.shape[0], x.device)
         h = self.conv_in(x)
         hs = [h]
         for layer in self.down:

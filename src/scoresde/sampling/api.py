@@ -20,7 +20,7 @@ from .._checks import (
     trusted_times,
 )
 from ..sde import SDE, ScoreFn
-from .base import Context, get_sampler
+from .base import Context, SamplerSpec, get_sampler
 from .noise import CounterNoise
 from .schedules import Schedule, get_times
 
@@ -92,20 +92,6 @@ def _start_std(sde: SDE, t0: float) -> float:
         return sde.prior_std
     a, b = torch.tensor([t0, sde.T], dtype=torch.float64).unbind()
     return sde.prior_std * float(sde.std(a) / sde.std(b))
-
-
-def _initial_state(
-    sde: SDE,
-    t0: float,
-    shape: tuple[int, ...],
-    noise: CounterNoise,
-    x_init: Tensor | None,
-    dev: torch.device,
-    dt: torch.dtype,
-) -> Tensor:
-    if x_init is None:
-        return noise.randn(shape, dev, dt) * _start_std(sde, t0)
-    return x_init.to(device=dev, dtype=dt)  # checked by the caller
 
 
 @torch.no_grad()
@@ -182,57 +168,49 @@ def sample(
         ``return_info`` or ``return_trajectory`` is set.
     """
     spec = get_sampler(sampler)
+    shape = _check_call(spec, score_fn, sde, shape, generator, x_init, precision, batch_size)
+    spec.check(sde, options)
+    dev, dt = _resolve(device, dtype, generator, x_init)
+    times = _times(spec, sde, steps, schedule, rho, eps, dev, dt)
+    noise = CounterNoise.from_generator(generator)
+    checked = _CheckedScore(score_fn, PRECISIONS[precision])
+    run = _Run(spec, checked, sde, generator, callback, progress, return_trajectory, denoise)
+    x, nfe, traj = run.chunks(shape, times, noise, x_init, batch_size, options)
+    if not (return_info or return_trajectory):
+        return x
+    return SampleResult(x, nfe, times, traj)
+
+
+def _check_call(
+    spec: SamplerSpec,
+    score_fn: object,
+    sde: object,
+    shape: object,
+    generator: object,
+    x_init: object,
+    precision: str,
+    batch_size: object,
+) -> tuple[int, ...]:
+    """Check the arguments of :func:`sample` (``TypeError``/``ValueError``); return the shape.
+
+    The sampler's own contract (SDE, options) is checked by :meth:`SamplerSpec.check`.
+    """
     if not callable(score_fn):
         raise TypeError(f"score_fn must be callable score_fn(x, t), got {type(score_fn).__name__}")
     if not isinstance(sde, SDE):
         raise TypeError(f"sde must be a scoresde.SDE, got {type(sde).__name__}")
-    spec.check(sde, options)
     shape = check_shape("shape", shape)
     check_generator("generator", generator)
     if x_init is not None:
         if isinstance(x_init, Tensor):
             check_device("x_init's device", x_init.device)
-        check_tensor("x_init", x_init)
+        x_init = check_tensor("x_init", x_init)
         if tuple(x_init.shape) != shape:
             raise ValueError(f"x_init must have shape {shape}, got {tuple(x_init.shape)}")
     check_choice("precision", precision, PRECISIONS)
-    dev, dt = _resolve(device, dtype, generator, x_init)
-    score_fn = _CheckedScore(score_fn, PRECISIONS[precision])
-    if schedule is None:
-        schedule = spec.schedule
-        if callable(schedule):  # a sampler's step-count-dependent preference
-            schedule = schedule(steps)
-    times = get_times(sde, steps, schedule, eps=eps, rho=rho, device=dev, dtype=dt)
-    noise = CounterNoise.from_generator(generator)
     if batch_size is not None:
         _check_batch_size(batch_size)
-    chunk = shape[0] if batch_size is None else min(batch_size, shape[0])
-    out: Tensor | None = None
-    trajs, nfe = [], 0
-    for start in range(0, shape[0], chunk):
-        rows = (min(chunk, shape[0] - start), *shape[1:])
-        part_noise = noise if start == 0 else CounterNoise(noise.seed, offset=start)
-        part_init = None if x_init is None else x_init[start : start + rows[0]]
-        x = _initial_state(sde, float(times[0]), rows, part_noise, part_init, dev, dt)
-        run = _Run(spec, score_fn, sde, generator, callback, progress, return_trajectory)
-        x, calls, traj = run(x, times, part_noise, denoise, options)
-        if not bool(torch.isfinite(x).all()):
-            raise ValueError(
-                f"sampler {sampler!r} produced NaN or infinite values: score_fn returned "
-                "non-finite values, or the steps are unstable here (try more steps, another "
-                "sampler or float64)"
-            )
-        if rows[0] < shape[0]:  # chunks go straight into one preallocated result
-            if out is None:
-                out = x.new_empty(shape)
-            out[start : start + rows[0]] = x
-        trajs.append(traj)
-        nfe += calls
-    x = x if out is None else out
-    if not (return_info or return_trajectory):
-        return x
-    traj = None if trajs[0] is None else torch.cat(trajs, dim=1)  # type: ignore[arg-type]
-    return SampleResult(x, nfe, times, traj)
+    return shape
 
 
 def _check_batch_size(batch_size: object) -> None:
@@ -242,33 +220,115 @@ def _check_batch_size(batch_size: object) -> None:
         raise ValueError(f"batch_size must be a positive int or None, got {batch_size}")
 
 
+def _times(
+    spec: SamplerSpec,
+    sde: SDE,
+    steps: int,
+    schedule: str | Schedule | Tensor | None,
+    rho: float,
+    eps: float | None,
+    dev: torch.device,
+    dt: torch.dtype,
+) -> Tensor:
+    """The time grid: the given schedule, else the sampler's preferred one, else the SDE's."""
+    if schedule is None:
+        schedule = spec.schedule
+        if callable(schedule):  # a sampler's step-count-dependent preference
+            schedule = schedule(steps)
+    return get_times(sde, steps, schedule, eps=eps, rho=rho, device=dev, dtype=dt)
+
+
 @dataclass
 class _Run:
-    """One batch through the sampler: its context, progress bar and optional trajectory."""
+    """One call of :func:`sample`: its batches through the sampler, with progress and trajectory."""
 
-    spec: Any
+    spec: SamplerSpec
     score_fn: ScoreFn
     sde: SDE
     generator: torch.Generator | None
     callback: Callable[[dict[str, Any]], None] | None
     progress: bool
     return_trajectory: bool
+    denoise: bool | None
 
-    def __call__(
+    def chunks(
+        self,
+        shape: tuple[int, ...],
+        times: Tensor,
+        noise: CounterNoise,
+        x_init: Tensor | None,
+        batch_size: int | None,
+        options: dict[str, Any],
+    ) -> tuple[Tensor, int, Tensor | None]:
+        """All ``shape[0]`` samples, ``batch_size`` at a time; the samples, NFE and trajectory.
+
+        Chunk ``k`` draws its noise with the sample offset of its first row, so every sample
+        gets the noise it gets in one batch.
+        """
+        n = shape[0]
+        chunk = n if batch_size is None else min(batch_size, n)
+        out: Tensor | None = None
+        trajs, nfe = [], 0
+        for start in range(0, n, chunk):
+            rows = (min(chunk, n - start), *shape[1:])
+            part_noise = noise if start == 0 else CounterNoise(noise.seed, offset=start)
+            part_init = None if x_init is None else x_init[start : start + rows[0]]
+            x = self._initial_state(rows, part_noise, part_init, times)
+            x, calls, traj = self.batch(x, times, part_noise, options)
+            if rows[0] < n:  # chunks go straight into one preallocated result
+                if out is None:
+                    out = x.new_empty(shape)
+                out[start : start + rows[0]] = x
+            trajs.append(traj)
+            nfe += calls
+        traj = None if trajs[0] is None else torch.cat(trajs, dim=1)  # type: ignore[arg-type]
+        return (x if out is None else out), nfe, traj
+
+    def _initial_state(
+        self, shape: tuple[int, ...], noise: CounterNoise, x_init: Tensor | None, times: Tensor
+    ) -> Tensor:
+        """A prior draw at ``times[0]`` (on ``times``' device and dtype), or ``x_init`` moved."""
+        if x_init is None:
+            std = _start_std(self.sde, float(times[0]))
+            return noise.randn(shape, times.device, times.dtype) * std
+        return x_init.to(device=times.device, dtype=times.dtype)
+
+    def batch(
         self,
         x: Tensor,
         times: Tensor,
         noise: CounterNoise,
-        denoise: bool | None,
         options: dict[str, Any],
     ) -> tuple[Tensor, int, Tensor | None]:
         """Integrate ``x`` over ``times``; return the samples, the NFE and the trajectory."""
-        spec, bar = self.spec, None
-        if self.progress:
-            from tqdm.auto import tqdm
+        bar = self._progress_bar(times.numel() - 1)
+        ctx = Context(self.score_fn, self.sde, self.generator, self._on_step(bar), noise=noise)
+        if self.return_trajectory:
+            ctx.trajectory = [x.clone()]
+        try:
+            x = self.spec.fn(ctx, x, times, **options)
+            if self.spec.denoise if self.denoise is None else self.denoise:
+                x = ctx.denoise(x, times[-1])
+                ctx.report(times.numel() - 1, torch.zeros_like(times[-1]), x)
+        finally:
+            if bar is not None:
+                bar.close()
+        _check_finite(self.spec.name, x)
+        traj = torch.stack(ctx.trajectory) if ctx.trajectory is not None else None
+        return x, ctx.nfe, traj
 
-            bar = tqdm(total=times.numel() - 1, desc=spec.name, leave=False)
+    def _progress_bar(self, total: int) -> Any:
+        if not self.progress:
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=self.spec.name, leave=False)
+
+    def _on_step(self, bar: Any) -> Callable[[dict[str, Any]], None] | None:
+        """The per-step callback: advance the progress bar, call the user's callback."""
         user_cb = self.callback
+        if bar is None and user_cb is None:
+            return None
 
         def on_step(state: dict[str, Any]) -> None:
             if bar is not None:
@@ -276,17 +336,13 @@ class _Run:
             if user_cb is not None:
                 user_cb(state)
 
-        cb = on_step if (bar or user_cb) else None
-        ctx = Context(self.score_fn, self.sde, self.generator, cb, noise=noise)
-        if self.return_trajectory:
-            ctx.trajectory = [x.clone()]
-        try:
-            x = spec.fn(ctx, x, times, **options)
-            if spec.denoise if denoise is None else denoise:
-                x = ctx.denoise(x, times[-1])
-                ctx.report(times.numel() - 1, torch.zeros_like(times[-1]), x)
-        finally:
-            if bar is not None:
-                bar.close()
-        traj = torch.stack(ctx.trajectory) if ctx.trajectory is not None else None
-        return x, ctx.nfe, traj
+        return on_step
+
+
+def _check_finite(sampler: str, x: Tensor) -> None:
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(
+            f"sampler {sampler!r} produced NaN or infinite values: score_fn returned "
+            "non-finite values, or the steps are unstable here (try more steps, another "
+            "sampler or float64)"
+        )

@@ -1,13 +1,15 @@
 """The sampler contract: a registry of named samplers that declare what they support.
 
-A sampler is a function ``fn(ctx, x, times, **options) -> Tensor`` that integrates from
-``times[0]`` down to ``times[-1]`` starting at ``x``. It is registered with its name, its order,
-whether it is stochastic, which SDEs it supports and which options it accepts; the entry point
-:func:`scoresde.sample` checks all of that before running it.
+A sampler is a function ``fn(ctx, x, times, *, option=default, ...) -> Tensor`` that integrates
+from ``times[0]`` down to ``times[-1]`` starting at ``x``; its keyword-only parameters are its
+options. It is registered with its name, its order(s), whether it is stochastic and which SDEs it
+supports; the entry point :func:`scoresde.sample` checks all of that before running it, and
+:func:`sampler_table` renders the registry as the documentation's table.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +18,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_choice
-from ..sde import SDE, ScoreFn
+from ..sde import EDMSDE, SDE, VESDE, VPSDE, ReverseSDE, ScoreFn, SubVPSDE
 from .noise import CounterNoise
 
 __all__ = [
@@ -25,6 +27,7 @@ __all__ = [
     "register",
     "get_sampler",
     "available_samplers",
+    "sampler_table",
     "is_variance_preserving",
     "is_variance_exploding",
 ]
@@ -58,6 +61,13 @@ class Context:
         """
         return self.sde.tweedie(x, t, self.score(x, t))
 
+    def reverse(self, probability_flow: bool = False) -> ReverseSDE:
+        """The reverse SDE (or the probability-flow ODE) driven by :meth:`score` (counted)."""
+        key = "reverse_pf" if probability_flow else "reverse"
+        if key not in self.memo:
+            self.memo[key] = self.sde.reverse(self.score, probability_flow)
+        return self.memo[key]
+
     @property
     def active(self) -> bool:
         """Whether anything listens to :meth:`report` (skip building reports otherwise)."""
@@ -80,6 +90,11 @@ class Context:
 SamplerFn = Callable[..., Tensor]
 
 
+def any_sde(sde: SDE) -> bool:
+    """The default ``supports`` of a sampler: every affine SDE."""
+    return True
+
+
 @dataclass(frozen=True)
 class SamplerSpec:
     """A registered sampler and its declared contract."""
@@ -87,10 +102,12 @@ class SamplerSpec:
     name: str
     fn: SamplerFn
     order: int
+    """The highest convergence order it reaches (of ``orders``)."""
     stochastic: bool
-    supports: Callable[[SDE], bool] = field(default=lambda sde: True)
+    supports: Callable[[SDE], bool] = any_sde
     requirement: str = ""
     options: frozenset[str] = frozenset()
+    """Its options: the keyword-only parameters of ``fn``."""
     evals_per_step: int = 1
     denoise: bool = False
     """Whether a final Tweedie step to noise level 0 is taken unless ``denoise=`` says."""
@@ -99,6 +116,12 @@ class SamplerSpec:
     one, or ``None`` for the SDE's default."""
     description: str = ""
     """One line for the documentation table."""
+    orders: tuple[int, ...] = ()
+    """The orders its ``order`` option selects; ``(order,)`` for a sampler of one order."""
+
+    def __post_init__(self) -> None:
+        if not self.orders:
+            object.__setattr__(self, "orders", (self.order,))
 
     def check(self, sde: SDE, options: dict[str, Any]) -> None:
         """Raise ``ValueError`` for an unsupported SDE or an unknown option."""
@@ -118,34 +141,48 @@ class SamplerSpec:
 _REGISTRY: dict[str, SamplerSpec] = {}
 
 
+def sampler_options(fn: SamplerFn) -> frozenset[str]:
+    """The options of a sampler function: its keyword-only parameters after ``ctx, x, times``."""
+    params = inspect.signature(fn).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        raise TypeError(f"sampler {fn.__name__} must list its options as keyword-only parameters")
+    return frozenset(p.name for p in params if p.kind is p.KEYWORD_ONLY)
+
+
 def register(
     name: str,
     *,
-    order: int,
+    order: int | tuple[int, ...],
     stochastic: bool,
     supports: Callable[[SDE], bool] | None = None,
     requirement: str = "",
-    options: tuple[str, ...] = (),
     evals_per_step: int = 1,
     denoise: bool = False,
     schedule: Any = None,
     description: str = "",
 ) -> Callable[[SamplerFn], SamplerFn]:
-    """Decorator registering ``fn`` as the sampler ``name`` with its contract."""
+    """Decorator registering ``fn`` as the sampler ``name`` with its contract.
+
+    ``order`` is the sampler's convergence order, or the tuple of orders its ``order`` option
+    selects. Its options are the keyword-only parameters of ``fn`` (:func:`sampler_options`);
+    its ``description`` for the table is, unless given, the first line of ``fn``'s docstring.
+    """
 
     def deco(fn: SamplerFn) -> SamplerFn:
+        orders = (order,) if isinstance(order, int) else tuple(sorted(order))
         _REGISTRY[name] = SamplerSpec(
             name,
             fn,
-            order,
+            max(orders),
             stochastic,
-            supports or (lambda sde: True),
+            supports or any_sde,
             requirement,
-            frozenset(options),
+            sampler_options(fn),
             evals_per_step,
             denoise,
             schedule,
-            description or (fn.__doc__ or "").strip().split("\n")[0],
+            description or (fn.__doc__ or "").strip().split("\n")[0].rstrip("."),
+            orders,
         )
         return fn
 
@@ -161,6 +198,48 @@ def get_sampler(name: str) -> SamplerSpec:
 def available_samplers() -> list[str]:
     """Names of all registered samplers."""
     return sorted(_REGISTRY)
+
+
+_NAMED_SDES: tuple[tuple[str, Callable[[], SDE]], ...] = (
+    ("VE", VESDE),
+    ("VP", VPSDE),
+    ("sub-VP", SubVPSDE),
+    ("EDM", EDMSDE),
+)
+
+
+def _orders_text(orders: tuple[int, ...]) -> str:
+    if len(orders) > 1 and orders == tuple(range(orders[0], orders[-1] + 1)):
+        return f"{orders[0]}-{orders[-1]}"
+    return ", ".join(map(str, orders))
+
+
+def _sdes_text(spec: SamplerSpec) -> str:
+    if spec.supports is any_sde:
+        return "any"
+    return ", ".join(name for name, make in _NAMED_SDES if spec.supports(make()))
+
+
+def _row(spec: SamplerSpec) -> tuple[str, ...]:
+    stochastic = "yes" if spec.stochastic else "no"
+    return spec.name, _orders_text(spec.orders), stochastic, _sdes_text(spec), spec.description
+
+
+def sampler_table() -> str:
+    """The registered samplers as a reStructuredText table (the package documentation's).
+
+    Columns: name, order(s), stochastic, supported SDEs (``any``, or those of the built-in ones
+    it supports) and the one-line description, all read from the registered specs.
+    """
+    head = ("name", "order", "stochastic", "SDEs", "description")
+    rows = [_row(get_sampler(name)) for name in available_samplers()]
+    widths = [max(len(r[k]) for r in (head, *rows)) for k in range(len(head))]
+    rule = "  ".join("=" * w for w in widths)
+
+    def line(row: tuple[str, ...]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+
+    return "\n".join([rule, line(head), rule, *map(line, rows), rule]) + "\n"
 
 
 def _grid(sde: SDE) -> Tensor:

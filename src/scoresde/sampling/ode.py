@@ -27,13 +27,7 @@ def _max_rms(*tensors: Tensor) -> Tensor:
     return y.reshape(y.shape[0], -1).pow(2).mean(dim=1).sqrt().max()
 
 
-@register(
-    "ode",
-    order=5,
-    stochastic=False,
-    options=("rtol", "atol", "method", "per_sample_norm"),
-    description="probability-flow ODE, adaptive torchdiffeq solver (reports NFE)",
-)
+@register("ode", order=5, stochastic=False)
 def ode(
     ctx: Context,
     x: Tensor,
@@ -44,7 +38,10 @@ def ode(
     method: str = "dopri5",
     per_sample_norm: bool = True,
 ) -> Tensor:
-    """Solve ``dx/dt = f(t) x - g(t)^2 score(x, t) / 2`` from ``times[0]`` to ``times[-1]``.
+    """The probability-flow ODE by an adaptive torchdiffeq solver (reports NFE).
+
+    The ODE is ``dx/dt = f(t) x - g(t)^2 score(x, t) / 2`` (Song et al. 2021, eq. 13), the drift
+    of :meth:`scoresde.SDE.reverse` with ``probability_flow=True``.
 
     Options:
         rtol, atol: tolerances of the adaptive solver.
@@ -62,10 +59,10 @@ def ode(
 
     method = check_choice("method", method, ADAPTIVE_METHODS + FIXED_METHODS)
     rtol, atol = check_positive("rtol", rtol), check_positive("atol", atol)
-    sde = ctx.sde
+    pf = ctx.reverse(probability_flow=True)
 
-    def drift(t: Tensor, y: Tensor) -> Tensor:
-        return sde.f(t) * y - 0.5 * sde.g2(t) * ctx.score(y, t)
+    def drift(t: Tensor, y: Tensor) -> Tensor:  # torchdiffeq's argument order
+        return pf.drift(y, t)
 
     options: dict[str, object] = {}
     if method in ADAPTIVE_METHODS:

@@ -1,32 +1,107 @@
-"""Predictor-corrector sampling and annealed Langevin dynamics (Song et al. 2021, Alg. 1-3)."""
+"""Predictor-corrector sampling and annealed Langevin dynamics (Song et al. 2021, Alg. 1-3).
+
+:func:`pc_loop` is the loop itself, shared by the ``pc`` and ``langevin`` samplers and by
+imputation (:func:`scoresde.inverse.inpaint`), which passes a projection that replaces the known
+part of the state (Song et al. 2021, App. I).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from torch import Tensor
 
 from .._checks import check_choice, check_int, check_positive
-from .base import Context, register
-from .correctors import CORRECTORS
-from .predictors import PREDICTORS
+from ..sde import SDE
+from .base import Context, get_sampler, register
+from .correctors import CORRECTORS, Corrector
+from .predictors import PREDICTORS, Step
 
-__all__ = ["pc", "langevin"]
+__all__ = ["pc", "langevin", "PCSteps", "pc_steps", "pc_loop"]
 
-_PC_OPTIONS = ("predictor", "corrector", "snr", "corrector_steps", "batch_averaged")
-
-
-def _alpha(ctx: Context, t: Tensor, t_next: Tensor | None) -> Tensor | float:
-    if t_next is None:
-        return 1.0
-    return (ctx.sde.scale(t_next) / ctx.sde.scale(t)) ** 2
+Projection = Callable[[Tensor, Tensor], Tensor]
+"""``project(x, t) -> x``: applied before the corrector steps at ``t`` and after each of them."""
 
 
-@register(
-    "pc",
-    order=1,
-    stochastic=True,
-    options=_PC_OPTIONS,
-    description="predictor-corrector: a predictor step then Langevin corrector steps",
-)
+@dataclass(frozen=True)
+class PCSteps:
+    """The steps of a predictor-corrector run: a predictor, a corrector and its settings."""
+
+    predictor: Step | None
+    corrector: Corrector | None
+    snr: float
+    corrector_steps: int
+    batch_averaged: bool = False
+
+
+def pc_steps(
+    sde: SDE,
+    predictor: str | None,
+    corrector: str | None,
+    snr: float,
+    corrector_steps: int,
+    batch_averaged: bool = False,
+) -> PCSteps:
+    """Look the predictor and corrector up by name and check the settings (``ValueError``)."""
+    pred = PREDICTORS[check_choice("predictor", predictor, PREDICTORS)] if predictor else None
+    corr = CORRECTORS[check_choice("corrector", corrector, CORRECTORS)] if corrector else None
+    if pred is None and corr is None:
+        raise ValueError("pc needs a predictor or a corrector; both are None")
+    if predictor == "ancestral":
+        get_sampler("ancestral").check(sde, {})
+    n_corr = check_int("corrector_steps", corrector_steps, 0)
+    return PCSteps(pred, corr, check_positive("snr", snr), n_corr, batch_averaged)
+
+
+def _correct(
+    ctx: Context,
+    x: Tensor,
+    t: Tensor,
+    alpha: Tensor | float,
+    steps: PCSteps,
+    project: Projection | None,
+) -> tuple[Tensor, Tensor]:
+    """``corrector_steps`` corrector steps at time ``t``; returns the state and its mean."""
+    x_mean = x
+    if steps.corrector is None:
+        return x, x_mean
+    for _ in range(steps.corrector_steps):
+        x, x_mean = steps.corrector(ctx, x, t, alpha, steps.snr, steps.batch_averaged)
+        if project is not None:
+            x = project(x, t)
+    return x, x_mean
+
+
+def pc_loop(
+    ctx: Context, x: Tensor, times: Tensor, steps: PCSteps, project: Projection | None = None
+) -> Tensor:
+    """At every time of ``times``: corrector steps, then one predictor step (Alg. 1).
+
+    ``alpha = (s(t_next) / s(t))^2`` scales the corrector's step (:mod:`.correctors`). Without
+    a predictor the state is rescaled by ``s(t_next) / s(t)`` between times, and the corrector
+    runs once more at the final time (annealed Langevin dynamics, Alg. 3). With ``project``, the
+    state is projected before the corrector steps at each time and after each of them. Returns
+    the noise-free mean of the last step.
+    """
+    sde, n = ctx.sde, times.numel() - 1
+    for i in range(n):
+        t, t_next = times[i], times[i + 1]
+        if project is not None:
+            x = project(x, t)
+        x, x_mean = _correct(ctx, x, t, (sde.scale(t_next) / sde.scale(t)) ** 2, steps, project)
+        if steps.predictor is not None:
+            x, x_mean = steps.predictor(ctx, x, t, t_next, i == n - 1)
+        else:  # carry the state to the next noise level's scale
+            ratio = sde.scale(t_next) / sde.scale(t)
+            x, x_mean = x * ratio, x_mean * ratio
+        ctx.report(i, t_next, x, x_mean=x_mean)
+    if steps.predictor is None:  # Langevin at the final time, ending on the mean
+        _, x = _correct(ctx, x, times[-1], 1.0, steps, project)
+    return x
+
+
+@register("pc", order=1, stochastic=True)
 def pc(
     ctx: Context,
     x: Tensor,
@@ -38,7 +113,7 @@ def pc(
     corrector_steps: int = 1,
     batch_averaged: bool = False,
 ) -> Tensor:
-    """Predictor-corrector sampler: at each time, corrector steps then one predictor step.
+    """Predictor-corrector: at each time, Langevin corrector steps, then a predictor step.
 
     Options:
         predictor: ``"euler_maruyama"``, ``"reverse_diffusion"``, ``"ancestral"`` (VP/VE) or
@@ -50,44 +125,11 @@ def pc(
         batch_averaged: average the Langevin norms over the batch (reference behaviour); the
             default uses per-sample step sizes.
     """
-    pred = PREDICTORS[check_choice("predictor", predictor, PREDICTORS)] if predictor else None
-    corr = CORRECTORS[check_choice("corrector", corrector, CORRECTORS)] if corrector else None
-    if pred is None and corr is None:
-        raise ValueError("pc needs a predictor or a corrector; both are None")
-    if predictor == "ancestral":
-        from .base import get_sampler
-
-        get_sampler("ancestral").check(ctx.sde, {})
-    snr = check_positive("snr", snr)
-    n_corr = check_int("corrector_steps", corrector_steps, 0)
-    n = times.numel() - 1
-    for i in range(n):
-        t, t_next = times[i], times[i + 1]
-        x_mean = x
-        if corr is not None:
-            for _ in range(n_corr):
-                x, x_mean = corr(ctx, x, t, _alpha(ctx, t, t_next), snr, batch_averaged)
-        if pred is not None:
-            x, x_mean = pred(ctx, x, t, t_next, i == n - 1)
-        else:  # carry the state to the next noise level's scale
-            ratio = ctx.sde.scale(t_next) / ctx.sde.scale(t)
-            x, x_mean = x * ratio, x_mean * ratio
-        ctx.report(i, t_next, x, x_mean=x_mean)
-    if pred is None and corr is not None:  # Langevin at the final time, ending on the mean
-        t = times[-1]
-        for _ in range(n_corr):
-            x, x_mean = corr(ctx, x, t, 1.0, snr, batch_averaged)
-        x = x_mean
-    return x
+    steps = pc_steps(ctx.sde, predictor, corrector, snr, corrector_steps, batch_averaged)
+    return pc_loop(ctx, x, times, steps)
 
 
-@register(
-    "langevin",
-    order=1,
-    stochastic=True,
-    options=("corrector", "snr", "corrector_steps", "batch_averaged"),
-    description="annealed Langevin dynamics (corrector only)",
-)
+@register("langevin", order=1, stochastic=True)
 def langevin(
     ctx: Context,
     x: Tensor,
@@ -98,23 +140,16 @@ def langevin(
     corrector_steps: int = 2,
     batch_averaged: bool = False,
 ) -> Tensor:
-    """Annealed Langevin dynamics: ``corrector_steps`` Langevin steps at every time of the grid.
+    """Annealed Langevin dynamics: corrector steps only, at every time of the grid.
 
-    Equivalent to ``pc`` with ``predictor=None``; between noise levels the state is rescaled
-    by ``s(t_next) / s(t)``. Returns the mean of the final Langevin step at ``eps``. The
-    default corrector is NCSN's annealed step size (``"ald"``): the signal-to-noise rule of
+    ``corrector_steps`` Langevin steps at each time; equivalent to ``pc`` with
+    ``predictor=None``. Between noise levels the state is rescaled by ``s(t_next) / s(t)``.
+    Returns the mean of the final Langevin step at ``eps``. The default corrector is NCSN's
+    annealed step size (``"ald"``, Song & Ermon 2019): the signal-to-noise rule of
     ``"langevin"`` barely moves samples far out in the prior's tail (its move shrinks like
     ``1 / ||score||``), so without a predictor it needs many more steps.
     """
     if corrector is None:
         raise ValueError("langevin needs a corrector: 'langevin' or 'ald'")
-    return pc(
-        ctx,
-        x,
-        times,
-        predictor=None,
-        corrector=corrector,
-        snr=snr,
-        corrector_steps=corrector_steps,
-        batch_averaged=batch_averaged,
-    )
+    steps = pc_steps(ctx.sde, None, corrector, snr, corrector_steps, batch_averaged)
+    return pc_loop(ctx, x, times, steps)

@@ -20,6 +20,7 @@ __all__ = [
     "reverse_diffusion_step",
     "ancestral_step",
     "PREDICTORS",
+    "euler_maruyama",
     "reverse_diffusion",
     "ancestral",
 ]
@@ -38,12 +39,11 @@ def em_step(
 ) -> tuple[Tensor, Tensor]:
     """Euler-Maruyama on ``dx = [f x - g^2 score] dt + g dw_bar`` (Song et al. 2021, eq. 6).
 
-    ``x' = x + (f x - g^2 s(x, t)) h + g sqrt(-h) z`` with ``h = t_next - t < 0``.
+    ``x' = x + (f x - g^2 s(x, t)) h + g sqrt(-h) z`` with ``h = t_next - t < 0``
+    (:meth:`scoresde.ReverseSDE.euler_step`).
     """
-    sde, h = ctx.sde, t_next - t
-    g2 = sde.g2(t)
-    x_mean = x + (sde.f(t) * x - g2 * ctx.score(x, t)) * h
-    return _finish(ctx, x_mean, torch.sqrt(g2 * -h), last)
+    mean, std = ctx.reverse().euler_step(x, t, t_next)
+    return _finish(ctx, mean, std, last)
 
 
 def reverse_diffusion_step(
@@ -111,25 +111,32 @@ def run_predictor(ctx: Context, x: Tensor, times: Tensor, step: Step) -> Tensor:
     return x
 
 
-@register(
-    "reverse_diffusion",
-    order=1,
-    stochastic=True,
-    description="discretisation-matched reverse diffusion predictor (any SDE)",
-)
+@register("euler_maruyama", order=1, stochastic=True)
+def euler_maruyama(ctx: Context, x: Tensor, times: Tensor) -> Tensor:
+    """Euler-Maruyama on the reverse-time SDE (Song et al. 2021, eq. 6).
+
+    Integrates ``dx = [f x - g^2 score] dt + g dw_bar`` backwards over ``times``:
+    ``x_{i+1} = x_i + (f x_i - g^2 s(x_i, t_i)) h + g sqrt(|h|) z`` with ``h = t_{i+1} - t_i < 0``;
+    the last step adds no noise (it returns the mean, the usual final denoising).
+    """
+    return run_predictor(ctx, x, times, em_step)
+
+
+@register("reverse_diffusion", order=1, stochastic=True)
 def reverse_diffusion(ctx: Context, x: Tensor, times: Tensor) -> Tensor:
-    """Reverse diffusion predictor over ``times`` (see :func:`reverse_diffusion_step`)."""
+    """Reverse diffusion: the discretisation-matched reverse of the forward step.
+
+    Song et al. 2021, App. E; see :func:`reverse_diffusion_step`.
+    """
     return run_predictor(ctx, x, times, reverse_diffusion_step)
 
 
 @register(
-    "ancestral",
-    order=1,
-    stochastic=True,
-    supports=_ancestral_ok,
-    requirement=ANCESTRAL_REQUIREMENT,
-    description="DDPM (VP) / SMLD (VE) ancestral sampling",
+    "ancestral", order=1, stochastic=True, supports=_ancestral_ok, requirement=ANCESTRAL_REQUIREMENT
 )
 def ancestral(ctx: Context, x: Tensor, times: Tensor) -> Tensor:
-    """Ancestral sampling over ``times`` (see :func:`ancestral_step`); VP and VE only."""
+    """DDPM (VP) / SMLD (VE) ancestral sampling (Ho et al. 2020; Song et al. 2021, App. F).
+
+    VP and VE only; see :func:`ancestral_step`.
+    """
     return run_predictor(ctx, x, times, ancestral_step)

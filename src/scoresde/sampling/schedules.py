@@ -83,15 +83,7 @@ def get_times(
     ``device``/``dtype``.
     """
     if isinstance(schedule, Tensor):
-        times = schedule.detach().to(device=device, dtype=dtype)
-        if times.dim() != 1 or times.numel() < 2:
-            raise ValueError(
-                f"a schedule tensor must be 1-D with >= 2 times, got shape {tuple(times.shape)}"
-            )
-        if not bool((times.diff() < 0).all()):
-            raise ValueError("a schedule tensor must be strictly decreasing (from T towards 0)")
-        sde._check_range(float(times.min()), float(times.max()))
-        return _check_grid(sde, times)
+        return _user_times(sde, schedule, device, dtype)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
     t_start = sde.T
@@ -107,6 +99,29 @@ def get_times(
     t_end = float(sde.eps if eps is None else eps)
     if not 0 < t_end < t_start:
         raise ValueError(f"eps must lie in (0, T) = (0, {t_start}), got {t_end}")
+    times = _named_times(sde, name, steps, t_start, t_end, rho)
+    return _check_grid(sde, times.to(device=device, dtype=dtype))
+
+
+def _user_times(
+    sde: SDE, schedule: Tensor, device: torch.device | str | None, dtype: torch.dtype
+) -> Tensor:
+    """A user's tensor of times, checked: 1-D, strictly decreasing, inside ``[0, T]``."""
+    times = schedule.detach().to(device=device, dtype=dtype)
+    if times.dim() != 1 or times.numel() < 2:
+        raise ValueError(
+            f"a schedule tensor must be 1-D with >= 2 times, got shape {tuple(times.shape)}"
+        )
+    if not bool((times.diff() < 0).all()):
+        raise ValueError("a schedule tensor must be strictly decreasing (from T towards 0)")
+    sde._check_range(float(times.min()), float(times.max()))
+    return _check_grid(sde, times)
+
+
+def _named_times(
+    sde: SDE, name: str, steps: int, t_start: float, t_end: float, rho: float
+) -> Tensor:
+    """``steps + 1`` times (float64) from ``t_start`` to ``t_end`` by the named schedule."""
     u = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
     t_hi = torch.tensor(t_start, dtype=torch.float64)
     t_lo = torch.tensor(t_end, dtype=torch.float64)
@@ -114,7 +129,7 @@ def get_times(
         times = t_hi + u * (t_lo - t_hi)
     elif name == "quadratic":
         times = (t_hi.sqrt() + u * (t_lo.sqrt() - t_hi.sqrt())) ** 2
-    elif name == "karras":
+    elif name == "karras":  # EDM eq. 5
         rho = check_positive("rho", rho)
         s_hi, s_lo = sde.sigma(t_hi) ** (1 / rho), sde.sigma(t_lo) ** (1 / rho)
         times = sde.sigma_inv((s_hi + u * (s_lo - s_hi)) ** rho)
@@ -122,7 +137,7 @@ def get_times(
         l_hi, l_lo = sde.log_snr(t_hi), sde.log_snr(t_lo)
         times = sde.t_from_log_snr(l_hi + u * (l_lo - l_hi))
     times[0], times[-1] = t_hi, t_lo  # exact ends despite the round trip through sigma
-    return _check_grid(sde, times.to(device=device, dtype=dtype))
+    return times
 
 
 def _check_grid(sde: SDE, times: Tensor) -> Tensor:

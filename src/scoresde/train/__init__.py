@@ -2,9 +2,12 @@
 
 ``train(TrainConfig(data="moons", out="runs/moons", steps=2000))`` trains and returns a
 :class:`TrainResult`; ``load_trained(path)`` rebuilds the EMA score model from a checkpoint.
+``build_net`` is :func:`scoresde.nets.build_net`; the network a config describes comes from
+:func:`scoresde.train.build.net_from_config`.
 """
 
-from .build import as_dataset, build_net, build_score_model, build_sde, to_data_space
+from ..nets import build_net
+from .build import as_dataset, build_score_model, build_sde, to_data_space
 from .config import TrainConfig
 from .distributed import DistInfo, cleanup_distributed, setup_distributed
 from .ema import EMA

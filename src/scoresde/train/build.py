@@ -20,7 +20,7 @@ __all__ = [
     "load_train_data",
     "to_data_space",
     "build_sde",
-    "build_net",
+    "net_from_config",
     "build_score_model",
     "SDE_CLASSES",
 ]
@@ -95,12 +95,14 @@ def build_sde(cfg: TrainConfig) -> SDE:
         raise ValueError(f"bad sde_kwargs {cfg.sde_kwargs} for sde {cfg.sde!r}: {err}") from err
 
 
-def build_net(
+def net_from_config(
     cfg: TrainConfig, event_shape: tuple[int, ...], *, is_image: bool, num_classes: int | None
 ) -> nn.Module:
     """The network for ``cfg.model`` (``auto``: small U-Net for images, else MLP).
 
-    Uses :func:`scoresde.nets.net_for_data` with ``cfg.model_kwargs`` as overrides.
+    Uses :func:`scoresde.nets.net_for_data` with ``cfg.model_kwargs`` as overrides; a
+    class-conditional config gets ``num_classes`` labels and ``cfg.class_dropout``. (To build a
+    network by name from its constructor arguments use :func:`scoresde.nets.build_net`.)
     """
     from ..nets import net_for_data
 

@@ -1,4 +1,10 @@
-"""The training configuration: one dataclass, loadable from YAML, overridable from the CLI."""
+"""The training configuration: one dataclass, loadable from YAML, overridable from the CLI.
+
+:class:`TrainConfig` holds every setting of a run of denoising score matching (Song et al. 2021,
+eq. 7) with :class:`~scoresde.train.Trainer`. :data:`CHOICES` lists the allowed values of its
+choice fields and :data:`FIELD_HELP` describes its fields as ``scoresde train`` options (the
+command's flags are generated from the fields and this table).
+"""
 
 from __future__ import annotations
 
@@ -7,13 +13,23 @@ import difflib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
 from .._checks import check_choice
 
-__all__ = ["TrainConfig", "SDE_NAMES", "WEIGHTINGS", "TIME_SAMPLINGS", "PRECISIONS", "OPTIMIZERS"]
+__all__ = [
+    "TrainConfig",
+    "SDE_NAMES",
+    "WEIGHTINGS",
+    "TIME_SAMPLINGS",
+    "PRECISIONS",
+    "OPTIMIZERS",
+    "CHOICES",
+    "FieldHelp",
+    "FIELD_HELP",
+]
 
 SDE_NAMES = ("vp", "ve", "subvp", "edm")
 WEIGHTINGS = ("auto", "sigma2", "likelihood", "none", "natural")
@@ -22,6 +38,16 @@ PARAMETERIZATIONS = ("auto", "score", "scaled_score", "eps", "x0", "v", "edm")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 OPTIMIZERS = ("adam", "adamw")
 MODELS = ("auto", "mlp", "unet", "unet_cifar")
+CHOICES: dict[str, tuple[str, ...]] = {
+    "sde": SDE_NAMES,
+    "model": MODELS,
+    "parameterization": PARAMETERIZATIONS,
+    "weighting": WEIGHTINGS,
+    "time_sampling": TIME_SAMPLINGS,
+    "precision": PRECISIONS,
+    "optimizer": OPTIMIZERS,
+}
+"""The allowed values of the fields that name one of a few choices (checked by ``validate``)."""
 
 _FLOAT_FIELDS = (
     "lr",
@@ -174,15 +200,10 @@ class TrainConfig:
         Numbers given as strings (YAML reads ``3e-4`` as a string) are converted first.
         """
         self._coerce_numbers()
-        check_choice("sde", self.sde, SDE_NAMES)
-        check_choice("weighting", self.weighting, WEIGHTINGS)
-        check_choice("time_sampling", self.time_sampling, TIME_SAMPLINGS)
-        check_choice("parameterization", self.parameterization, PARAMETERIZATIONS)
+        for name, choices in CHOICES.items():
+            check_choice(name, getattr(self, name), choices)
         if self.sigma_data is not None and not self.sigma_data > 0:
             raise ValueError(f"sigma_data must be > 0 or null, got {self.sigma_data}")
-        check_choice("precision", self.precision, PRECISIONS)
-        check_choice("optimizer", self.optimizer, OPTIMIZERS)
-        check_choice("model", self.model, MODELS)
         if isinstance(self.betas, list):
             self.betas = (float(self.betas[0]), float(self.betas[1]))
         for name in (
@@ -332,3 +353,77 @@ class TrainConfig:
         """Fields (of those that define the run) on which ``self`` and ``other`` differ."""
         a, b = self.to_dict(), other.to_dict()
         return [k for k in STRUCTURAL if a[k] != b[k]]
+
+
+# ------------------------------------------------------------------------------------------------
+# the fields as command-line options
+
+
+class FieldHelp(NamedTuple):
+    """How a :class:`TrainConfig` field is shown as a ``scoresde train`` option."""
+
+    group: str
+    """The ``--help`` section it is listed in."""
+    text: str
+    """One line of help (the default is appended from the field)."""
+    metavar: str | None = None
+    """The placeholder of its value in ``--help`` (``None``: argparse's default)."""
+
+
+_WHAT, _OPT, _HW, _LOGS = "what to train", "optimisation", "hardware", "checkpoints and logs"
+
+FIELD_HELP: dict[str, FieldHelp] = {
+    "data": FieldHelp(_WHAT, "built-in data set (moons, swissroll, 8gaussians, checkerboard, "
+                      "pinwheel, spirals, rings, digits, fashion-mnist), a folder of PNG/JPEG "
+                      "images or a .npy/.npz array file", "NAME|PATH"),
+    "out": FieldHelp(_WHAT, "run folder for checkpoints, metrics.csv, TensorBoard logs and "
+                     "samples", "DIR"),
+    "sde": FieldHelp(_WHAT, "forward SDE"),
+    "model": FieldHelp(_WHAT, "network: mlp, unet (small), unet_cifar (35M) or auto (MLP for "
+                       "points, U-Net for images)"),
+    "parameterization": FieldHelp(_WHAT, "what the network predicts (auto: edm, i.e. EDM "
+                                  "preconditioning)"),
+    "sigma_data": FieldHelp(_WHAT, "data standard deviation for the parameterisation (none: "
+                            "measured on the data)", "SD|none"),
+    "weighting": FieldHelp(_WHAT, "loss weighting (auto: natural for --sde edm with "
+                           "--parameterization edm, else sigma2)"),
+    "time_sampling": FieldHelp(_WHAT, "training times: uniform in [eps-train, T], edm "
+                               "(log-normal noise levels) or auto (edm for --sde edm)"),
+    "eps_train": FieldHelp(_WHAT, "smallest training time", "T"),
+    "class_conditional": FieldHelp(_WHAT, "condition on the data set's labels (enables "
+                                   "sample --class)"),
+    "class_dropout": FieldHelp(_WHAT, "probability of dropping the label in training "
+                               "(for classifier-free guidance)", "P"),
+    "steps": FieldHelp(_OPT, "optimizer steps", "N"),
+    "batch_size": FieldHelp(_OPT, "global batch size, split over DDP processes", "B"),
+    "optimizer": FieldHelp(_OPT, "optimizer (adamw: decoupled weight decay)"),
+    "lr": FieldHelp(_OPT, "peak learning rate", "LR"),
+    "weight_decay": FieldHelp(_OPT, "weight decay", "WD"),
+    "warmup_steps": FieldHelp(_OPT, "linear learning-rate warm-up steps", "N"),
+    "grad_clip": FieldHelp(_OPT, "clip the gradient norm (0 or none turns clipping off)",
+                           "NORM"),
+    "ema_decay": FieldHelp(_OPT, "EMA decay of the sampling weights", "D"),
+    "ema_warmup": FieldHelp(_OPT, "start the EMA fast: decay min(D, (1 + n) / (10 + n)) at "
+                            "step n"),
+    "seed": FieldHelp(_OPT, "seed of weights, data order and loss noise", "S"),
+    "device": FieldHelp(_HW, "auto (CUDA when available), cpu, cuda or cuda:K", "D"),
+    "precision": FieldHelp(_HW, "autocast on CUDA (auto = bf16 when supported; CPU uses "
+                           "fp32)"),
+    "compile": FieldHelp(_HW, "compile the network with torch.compile"),
+    "channels_last": FieldHelp(_HW, "channels-last memory format for image networks"),
+    "deterministic": FieldHelp(_HW, "deterministic algorithms only (bit-reproducible, slower "
+                               "on GPU)"),
+    "max_minutes": FieldHelp(_LOGS, "stop after M minutes of training with a final "
+                             "checkpoint (none: no limit; --resume continues)", "M|none"),
+    "ckpt_every": FieldHelp(_LOGS, "checkpoint every N steps and at the end", "N"),
+    "keep_last": FieldHelp(_LOGS, "keep the newest K checkpoints", "K"),
+    "log_every": FieldHelp(_LOGS, "log loss/lr/grad norm every N steps", "N"),
+    "sample_every": FieldHelp(_LOGS, "write a sample grid every N steps (0: only at the end)",
+                              "N"),
+    "sample_n": FieldHelp(_LOGS, "samples in each grid (0: no sample grids)", "N"),
+    "sample_steps": FieldHelp(_LOGS, "sampler steps for the grids", "N"),
+    "sampler": FieldHelp(_LOGS, "sampler for the grids", "NAME"),
+    "progress": FieldHelp(_LOGS, "show a progress bar"),
+    "tensorboard": FieldHelp(_LOGS, "write TensorBoard scalars to OUT/tb"),
+}  # fmt: skip
+"""Help for the ``scoresde train`` option of each field that has one, in ``--help`` order."""

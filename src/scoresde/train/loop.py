@@ -44,13 +44,14 @@ from ..checkpoint import (
     save_checkpoint,
 )
 from ..data import ArrayDataset
-from ..parameterize import ScoreModel, sample_training_times
+from ..losses import sample_training_times
+from ..parameterize import ScoreModel
 from .build import (
     as_dataset,
-    build_net,
     build_score_model,
     build_sde,
     load_train_data,
+    net_from_config,
     to_data_space,
 )
 from .config import TrainConfig
@@ -91,6 +92,33 @@ class TrainResult:
     """``(step, mean loss)`` at each logging point of this call."""
     samples: Path | None = None
     """The last sample plot written, if any."""
+
+
+@dataclass
+class _FitRun:
+    """The bookkeeping of one :meth:`Trainer.fit` call."""
+
+    logger: TrainLogger
+    start: float
+    """Wall time at which the call began."""
+    deadline: float | None
+    """Wall time at which ``max_minutes`` is spent (``None``: no limit)."""
+    sync_every: int
+    """Check the loss for NaN/inf every this many steps (a host read)."""
+    checked: int
+    """The last step whose loss was checked finite."""
+    since: float
+    """Wall time of the last closed metrics row."""
+    since_n: int = 0
+    """Steps since then."""
+    history: list[tuple[int, float]] = field(default_factory=list)
+    """``(step, mean loss)`` of every metrics row written."""
+    last_loss: float = math.nan
+    """The mean loss of the last row."""
+    checkpoint: Path | None = None
+    """The last checkpoint written."""
+    samples: Path | None = None
+    """The last sample plot written."""
 
 
 def _seed_mix(seed: int, step: int) -> int:
@@ -157,16 +185,25 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, data: Any = None, *, resume: bool = False) -> None:
         self.cfg = config.resolved()
-        cfg = self.cfg
-        if cfg.deterministic:
+        if self.cfg.deterministic:
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
             torch.use_deterministic_algorithms(True)
-        self.dist: DistInfo = setup_distributed(cfg.device)
+        self.dist: DistInfo = setup_distributed(self.cfg.device)
         self.device = self.dist.device
-        self.out = Path(cfg.out)
+        self.out = Path(self.cfg.out)
         self.ckpt_dir = self.out / "checkpoints"
         ckpt = self._find_resume(resume)
+        self._init_data(data, ckpt)
+        self._init_model()
+        self._init_state()
+        if ckpt is not None:
+            self._restore(ckpt)
 
+    # -------------------------------------------------------------------------------------------
+    # construction helpers
+    def _init_data(self, data: Any, ckpt: Any) -> None:
+        """The training set, its per-rank batching and ``sigma_data`` (a checkpoint's wins)."""
+        cfg = self.cfg
         self.data = self._load_data(data)
         if cfg.batch_size % self.dist.world_size:
             raise ValueError(
@@ -185,9 +222,12 @@ class Trainer:
         if ckpt is not None:
             self.sigma_data = float(ckpt.config["data"]["sigma_data"])
 
+    def _init_model(self) -> None:
+        """SDE, network (the same initial weights on every rank), EMA, score model, optimizer."""
+        cfg = self.cfg
         self.sde = build_sde(cfg)
-        _seed_all(cfg.seed)  # identical initial weights on every rank
-        net = build_net(
+        _seed_all(cfg.seed)
+        net = net_from_config(
             cfg,
             self.info.shape,
             is_image=self.info.is_image,
@@ -210,6 +250,10 @@ class Trainer:
         self._clip = GradClip(self._params, cfg.grad_clip) if cfg.grad_clip is not None else None
         self.amp_dtype = _autocast_dtype(cfg.precision, self.device)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+
+    def _init_state(self) -> None:
+        """Step counter, loss window, per-rank random streams and the data order of step 0."""
+        cfg = self.cfg
         self.step = 0
         # the running sum of the losses since the last metrics row, and their count: kept in
         # checkpoints so the first row after a resume averages the same steps as without one
@@ -229,11 +273,7 @@ class Trainer:
             seed=cfg.seed,
             drop_last=True,
         )
-        if ckpt is not None:
-            self._restore(ckpt)
 
-    # -------------------------------------------------------------------------------------------
-    # construction helpers
     def _find_resume(self, resume: bool) -> Any:
         last = latest_checkpoint(self.ckpt_dir)
         if not resume:
@@ -282,7 +322,7 @@ class Trainer:
     # -------------------------------------------------------------------------------------------
     # checkpoints
     def _meta(self) -> dict[str, Any]:
-        from .. import __version__
+        from .._version import __version__
         from ..nets import net_spec
 
         name, net_config = net_spec(self.net)
@@ -502,8 +542,31 @@ class Trainer:
         Raises:
             TrainingDiverged: the loss became non-finite (nothing is saved after that).
         """
+        run = self._begin_fit()
+        batches = self._batches()
+        try:
+            while self.step < self.cfg.steps:
+                loss, norm = self.train_step(next(batches))
+                if self._after_step(run, loss, norm):
+                    break
+        finally:
+            run.logger.close()
+            if self.dist.distributed:
+                cleanup_distributed()
+        return TrainResult(
+            out=self.out,
+            step=self.step,
+            loss=run.last_loss,
+            checkpoint=run.checkpoint,
+            seconds=time.perf_counter() - run.start,
+            history=run.history,
+            samples=run.samples,
+        )
+
+    def _begin_fit(self) -> _FitRun:
+        """Write the run's config, open the logger and set the stop and sync rules of this call."""
         cfg, info = self.cfg, self.dist
-        start_time = time.perf_counter()
+        start = time.perf_counter()
         if info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.out / "config.yaml", cfg.to_yaml())
@@ -522,75 +585,58 @@ class Trainer:
         # a NaN check reads the loss on the host: free on a CPU, a device sync elsewhere, so
         # there it waits for log/checkpoint steps (a checkpoint is never written unchecked)
         sync_every = 1 if (not info.distributed and self.device.type == "cpu") else cfg.log_every
-        history: list[tuple[int, float]] = []
-        last_ckpt: Path | None = None
-        samples: Path | None = None
-        window = self._window
-        checked, since, since_n = self.step, time.perf_counter(), 0
-        deadline = None if cfg.max_minutes is None else start_time + 60.0 * cfg.max_minutes
-        last_loss = math.nan
-        batches = self._batches()
-        try:
-            while self.step < cfg.steps:
-                loss, norm = self.train_step(next(batches))
-                window += loss
-                self._window_n += 1
-                since_n += 1
-                logger.advance()
-                step = self.step
-                on_grid = step % cfg.log_every == 0
-                last = step == cfg.steps or self._out_of_time(deadline, on_grid)
-                due_log = on_grid or last
-                due_ckpt = step % cfg.ckpt_every == 0 or last
-                if due_log or due_ckpt or step % sync_every == 0:
-                    total = self._reduce_mean(window)
-                    if not math.isfinite(total):
-                        raise self._diverged(checked + 1, step, logger)
-                    checked = step
-                    if due_log:
-                        now = time.perf_counter()
-                        mean = total / self._window_n
-                        row = {
-                            "step": step,
-                            "loss": mean,
-                            "lr": self._lr(step - 1),
-                            "grad_norm": float(norm) if norm is not None else math.nan,
-                            "it_per_s": since_n / max(now - since, 1e-9),
-                            "seconds": now - start_time,
-                        }
-                        logger.log(row)
-                        history.append((step, mean))
-                        last_loss = mean
-                        if on_grid:  # a last row off the grid stays open in the checkpoint
-                            window.zero_()
-                            self._window_n, since_n, since = 0, 0, now
-                if due_ckpt:
-                    last_ckpt = self.save() or last_ckpt
-                if (
-                    info.is_main
-                    and cfg.sample_n
-                    and ((cfg.sample_every and step % cfg.sample_every == 0) or last)
-                ):
-                    samples = self.write_samples(step)
-                if last and step < cfg.steps:
-                    logger.message(
-                        f"stopped at step {step} of {cfg.steps}: max_minutes={cfg.max_minutes} "
-                        "spent; continue with --resume"
-                    )
-                    break
-        finally:
-            logger.close()
-            if self.dist.distributed:
-                cleanup_distributed()
-        return TrainResult(
-            out=self.out,
-            step=self.step,
-            loss=last_loss,
-            checkpoint=last_ckpt,
-            seconds=time.perf_counter() - start_time,
-            history=history,
-            samples=samples,
-        )
+        deadline = None if cfg.max_minutes is None else start + 60.0 * cfg.max_minutes
+        return _FitRun(logger, start, deadline, sync_every, self.step, time.perf_counter())
+
+    def _after_step(self, run: _FitRun, loss: Tensor, norm: Tensor | None) -> bool:
+        """Account the step's loss; check, log, checkpoint and sample when due; whether to stop."""
+        cfg, step = self.cfg, self.step
+        self._window += loss
+        self._window_n += 1
+        run.since_n += 1
+        run.logger.advance()
+        on_grid = step % cfg.log_every == 0
+        last = step == cfg.steps or self._out_of_time(run.deadline, on_grid)
+        due_log = on_grid or last
+        due_ckpt = step % cfg.ckpt_every == 0 or last
+        if due_log or due_ckpt or step % run.sync_every == 0:
+            total = self._reduce_mean(self._window)
+            if not math.isfinite(total):
+                raise self._diverged(run.checked + 1, step, run.logger)
+            run.checked = step
+            if due_log:
+                self._log_row(run, total, norm, close=on_grid)
+        if due_ckpt:
+            run.checkpoint = self.save() or run.checkpoint
+        sample_due = (cfg.sample_every and step % cfg.sample_every == 0) or last
+        if self.dist.is_main and cfg.sample_n and sample_due:
+            run.samples = self.write_samples(step)
+        if last and step < cfg.steps:
+            run.logger.message(
+                f"stopped at step {step} of {cfg.steps}: max_minutes={cfg.max_minutes} "
+                "spent; continue with --resume"
+            )
+            return True
+        return False
+
+    def _log_row(self, run: _FitRun, total: float, norm: Tensor | None, *, close: bool) -> None:
+        """Write the metrics row of this step from the window sum ``total``; ``close`` it."""
+        now = time.perf_counter()
+        mean = total / self._window_n
+        row = {
+            "step": self.step,
+            "loss": mean,
+            "lr": self._lr(self.step - 1),
+            "grad_norm": float(norm) if norm is not None else math.nan,
+            "it_per_s": run.since_n / max(now - run.since, 1e-9),
+            "seconds": now - run.start,
+        }
+        run.logger.log(row)
+        run.history.append((self.step, mean))
+        run.last_loss = mean
+        if close:  # a last row off the grid stays open in the checkpoint
+            self._window.zero_()
+            self._window_n, run.since_n, run.since = 0, 0, now
 
     # -------------------------------------------------------------------------------------------
     def describe(self) -> str:

@@ -1,9 +1,8 @@
-"""The optimizer and gradient clipping of a training step, with the least per-step overhead.
+"""The optimizer and gradient clipping of a training step.
 
-Small networks spend a noticeable share of each step in per-tensor kernel launches and Python:
-torch's multi-tensor (``foreach``) Adam launches one kernel per operation and tensor list, the
-``fused`` one a single kernel per parameter (on CPU since torch 2.4 as well as on CUDA), which is
-about 3x faster for a 0.18M-parameter MLP on one CPU thread (benchmarks/training.py).
+Adam (Kingma & Ba 2015) or AdamW (Loshchilov & Hutter 2019) in torch's ``fused`` form (one kernel
+per parameter; CPU and CUDA) where it exists, else the multi-tensor (``foreach``) form; clipping
+of the global gradient norm (Pascanu et al. 2013) that groups the tensors once, not per call.
 """
 
 from __future__ import annotations
@@ -37,12 +36,12 @@ def make_optimizer(
 class GradClip:
     """Scale gradients to a global 2-norm of at most ``max_norm``; calling it returns the norm.
 
-    The same arithmetic as ``torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)``
-    (per-tensor norms, the norm of their stack, ``grad *= min(max_norm / (norm + 1e-6), 1)``,
-    no host synchronisation) and bit-identical to it, but the grouping of the tensors by device
-    and dtype, which torch redoes at every call and which costs about a third of the call for
-    small networks, is done once here: when all parameters share one device and dtype (the usual
-    case) every call is three kernels calls on one tensor list. Otherwise it defers to torch.
+    Gradient-norm clipping (Pascanu et al. 2013) with the arithmetic of
+    ``torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)`` (per-tensor norms, the
+    norm of their stack, ``grad *= min(max_norm / (norm + 1e-6), 1)``, no host synchronisation)
+    and bit-identical to it. The grouping of the tensors by device and dtype, which torch redoes
+    at every call, is done once here: when all parameters share one device and dtype (the usual
+    case) every call is three kernel calls on one tensor list. Otherwise it defers to torch.
     Parameters without a gradient are skipped.
 
     Args:

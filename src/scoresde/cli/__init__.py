@@ -1,0 +1,25 @@
+"""The ``scoresde`` command line: train, sample and evaluate score-based models (Song et al. 2021).
+
+Subcommands ``train``, ``sample``, ``likelihood``, ``inpaint``, ``train-classifier`` and ``demo``,
+one module each (:mod:`.train`, :mod:`.sample`, ...), each defining a ``COMMAND``. The modules
+import :mod:`.core` (the registry, the shared options, :func:`main`) and :mod:`._io` (image, mask
+and ``.npz`` files), never each other; this package adds their commands in ``--help`` order, and
+other code adds more with :func:`register_command`. Every failure the user can fix ends with exit
+status 1 and one line on stderr (``scoresde <command>: error: ...``); ``SCORESDE_DEBUG=1`` shows
+the traceback.
+"""
+
+from __future__ import annotations
+
+from .core import CLIError, Command, add_command, build_parser, main, register_command
+from .demo import COMMAND as DEMO
+from .inpaint import COMMAND as INPAINT
+from .likelihood import COMMAND as LIKELIHOOD
+from .sample import COMMAND as SAMPLE
+from .train import COMMAND as TRAIN
+from .train_classifier import COMMAND as TRAIN_CLASSIFIER
+
+__all__ = ["main", "build_parser", "register_command", "Command", "CLIError"]
+
+for _command in (TRAIN, SAMPLE, LIKELIHOOD, INPAINT, TRAIN_CLASSIFIER, DEMO):
+    add_command(_command)
