@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from helpers import four_mode_mixture  # noqa: E402
+from conftest import four_mode_mixture  # noqa: E402
 from scoresde.data import ArrayDataset  # noqa: E402
 from scoresde.data.dataset import make_info  # noqa: E402
 from scoresde.likelihood import log_likelihood  # noqa: E402

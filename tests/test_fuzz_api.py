@@ -22,11 +22,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import scoresde as S
+from conftest import STD_SDES, two_modes
 from scoresde import data
 from scoresde.checkpoint import load_checkpoint
 from scoresde.parameterize import PARAMETERIZATIONS
 from scoresde.sampling.schedules import SCHEDULES
-from scoresde.targets import GaussianMixture
 from scoresde.train import TrainConfig, Trainer, load_trained
 
 ALLOWED = (ValueError, TypeError, FileNotFoundError)
@@ -37,13 +37,8 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 
-GM = GaussianMixture([[-2.0, 0.0], [2.0, 1.0]], variances=[0.3, 0.5])
-SDES: dict[str, Callable[[], S.SDE]] = {
-    "vp": S.VPSDE,
-    "ve": S.VESDE,
-    "subvp": S.SubVPSDE,
-    "edm": S.EDMSDE,
-}
+GM = two_modes()
+
 NAN = float("nan")
 INF = float("inf")
 
@@ -137,7 +132,7 @@ SAMPLE_BAD: list[tuple[str, Any]] = [
 @given(
     bad=st.sampled_from(SAMPLE_BAD),
     sampler=st.sampled_from(S.available_samplers()),
-    sde_name=st.sampled_from(sorted(SDES)),
+    sde_name=st.sampled_from(sorted(STD_SDES)),
 )
 def test_sample_rejects_bad_arguments(
     bad: tuple[str, Any], sampler: str, sde_name: str, fuzz_cases: collections.Counter[str]
@@ -145,7 +140,7 @@ def test_sample_rejects_bad_arguments(
     fuzz_cases["api"] += 1
     if sampler == "ancestral" and sde_name == "subvp":
         sde_name = "vp"  # an unsupported pair would fail whatever the bad argument
-    sde = SDES[sde_name]()
+    sde = STD_SDES[sde_name]()
     kwargs: dict[str, Any] = dict(
         score_fn=GM.score_fn(sde), sde=sde, shape=(4, 2), sampler=sampler, steps=3
     )
@@ -191,12 +186,12 @@ LIKELIHOOD_BAD: list[tuple[str, Any]] = [
 
 
 @FUZZ
-@given(bad=st.sampled_from(LIKELIHOOD_BAD), sde_name=st.sampled_from(sorted(SDES)))
+@given(bad=st.sampled_from(LIKELIHOOD_BAD), sde_name=st.sampled_from(sorted(STD_SDES)))
 def test_log_likelihood_rejects_bad_arguments(
     bad: tuple[str, Any], sde_name: str, fuzz_cases: collections.Counter[str]
 ) -> None:
     fuzz_cases["api"] += 1
-    sde = SDES[sde_name]()
+    sde = STD_SDES[sde_name]()
     kwargs: dict[str, Any] = dict(
         score_fn=GM.score_fn(sde), sde=sde, x=torch.ones(3, 2), rtol=1e-2, atol=1e-2
     )
@@ -215,13 +210,13 @@ NUMBERS = st.one_of(
 
 
 @FUZZ
-@given(name=st.sampled_from(sorted(SDES)), a=NUMBERS, b=NUMBERS)
+@given(name=st.sampled_from(sorted(STD_SDES)), a=NUMBERS, b=NUMBERS)
 def test_sde_parameters_are_validated(
     name: str, a: Any, b: Any, fuzz_cases: collections.Counter[str]
 ) -> None:
     """Any two parameters: a working SDE with finite marginals, or a clear error."""
     fuzz_cases["api"] += 1
-    cls = SDES[name]
+    cls = STD_SDES[name]
     try:
         sde = cls(a, b)
     except ALLOWED as err:

@@ -14,20 +14,11 @@ import pytest
 import torch
 
 import scoresde as S
-from helpers import four_mode_mixture
+from conftest import STD_SDES as SDES
+from conftest import four_mode_mixture, gauss2, gauss64
 from scoresde.targets import Gaussian, GaussianMixture
 
-SDES = {"ve": S.VESDE, "vp": S.VPSDE, "subvp": S.SubVPSDE, "edm": S.EDMSDE}
 EPS = 1e-5
-
-
-def gauss2() -> Gaussian:
-    return Gaussian([0.5, -1.0], covariance=[[0.6, 0.25], [0.25, 0.3]])
-
-
-def gauss64() -> Gaussian:
-    lam = torch.logspace(-3, 0.5, 64, dtype=torch.float64)
-    return Gaussian(torch.linspace(-1, 1, 64, dtype=torch.float64), variance=lam)
 
 
 TARGETS = {"gauss2": gauss2, "gauss64": gauss64, "mixture": four_mode_mixture}

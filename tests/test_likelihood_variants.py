@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import scoresde as S
+from conftest import STD_SDES
 from scoresde.targets import Gaussian
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -25,7 +26,7 @@ from likelihood_variants import (  # noqa: E402
     variant_log_likelihood,
 )
 
-SDES = {"ve": S.VESDE(), "vp": S.VPSDE(), "subvp": S.SubVPSDE(), "edm": S.EDMSDE()}
+SDES = {name: make() for name, make in STD_SDES.items()}
 
 
 @pytest.mark.parametrize("variable", VARIABLES)

@@ -9,7 +9,8 @@ import torch
 from torch import Tensor, nn
 
 import scoresde as S
-from helpers import cosine_affine
+from conftest import SDE_FACTORIES as SDES
+from conftest import three_modes as mixture
 from scoresde.parameterize import (
     PARAMETERIZATIONS,
     ScoreModel,
@@ -19,22 +20,6 @@ from scoresde.parameterize import (
 from scoresde.targets import GaussianMixture
 
 SD = 0.7  # sigma_data used throughout (not the default, to catch a hard-coded 0.5)
-
-SDES = {
-    "ve": S.VESDE,
-    "vp": S.VPSDE,
-    "subvp": S.SubVPSDE,
-    "edm": S.EDMSDE,
-    "affine": cosine_affine,
-}
-
-
-def mixture() -> GaussianMixture:
-    return GaussianMixture(
-        means=[[-2.0, 0.5], [1.5, 1.0], [0.0, -2.0]],
-        variances=[[0.3, 0.1], [0.2, 0.5], [0.4, 0.4]],
-        weights=[0.5, 0.3, 0.2],
-    )
 
 
 def exact_output(kind: str, sde: S.SDE, gm: GaussianMixture, x: Tensor, t: Tensor) -> Tensor:

@@ -13,14 +13,14 @@ import pytest
 import torch
 
 import scoresde as S
+from conftest import STD_SDES as SDES
+from conftest import two_modes
 from scoresde import cli
 from scoresde.checkpoint import latest_checkpoint, load_checkpoint
 from scoresde.sampling.base import get_sampler
-from scoresde.targets import GaussianMixture
 from scoresde.train import TrainConfig, train
 
-GM = GaussianMixture([[-2.0, 0.0], [2.0, 1.0]], variances=[0.3, 0.5])
-SDES = {"vp": S.VPSDE, "ve": S.VESDE, "subvp": S.SubVPSDE, "edm": S.EDMSDE}
+GM = two_modes()
 ADAPTIVE = {"ode"}  # torchdiffeq's adaptive steps are shared by the batch
 
 

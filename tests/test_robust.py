@@ -15,18 +15,14 @@ import pytest
 import torch
 
 import scoresde as S
-from helpers import cosine_affine
+from conftest import SDE_FACTORIES, sharp_modes
 from scoresde.sampling.base import get_sampler
 from scoresde.targets import GaussianMixture
 
-SHARP = GaussianMixture([[-2.0, 0.0], [2.0, 1.0], [0.0, -3.0]], variances=[0.01, 0.05, 0.002])
+SHARP = sharp_modes()
 SDES: dict[str, Callable[[], S.SDE]] = {
-    "vp": S.VPSDE,
-    "subvp": S.SubVPSDE,
-    "ve": S.VESDE,
-    "ve378": lambda: S.VESDE(sigma_min=0.01, sigma_max=378.0),
-    "edm": S.EDMSDE,
-    "affine": cosine_affine,
+    **SDE_FACTORIES,
+    "ve378": lambda: S.VESDE(sigma_min=0.01, sigma_max=378.0),  # a large-range VE
 }
 
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import scoresde as S
-from _sampler_targets import aniso32d, ring2d
+from conftest import STD_SDES as SDES
+from conftest import aniso32d, ring2d
 from scoresde.metrics import mode_report
 from scoresde.sampling import get_sampler
 
@@ -44,7 +45,6 @@ HALF_STEPS_32D = {
     "ancestral",
 }
 
-SDES = {"ve": S.VESDE, "vp": S.VPSDE, "subvp": S.SubVPSDE, "edm": S.EDMSDE}
 TARGETS = {"2d": ring2d, "32d": aniso32d}
 _FLOORS: dict[str, tuple[float, float]] = {}
 

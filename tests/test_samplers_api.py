@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import scoresde as S
-from _sampler_targets import ring2d
+from conftest import ring2d
 from helpers import HostReads
 from scoresde.sampling import CounterNoise, SampleResult, Schedule, available_samplers
 
@@ -104,7 +104,7 @@ def test_return_info_trajectory_callback_and_progress() -> None:
 
 @pytest.mark.parametrize("sampler", sorted(set(available_samplers()) - {"ancestral"}))
 def test_every_sampler_runs_in_float64_on_the_affine_sde(sampler: str) -> None:
-    from helpers import cosine_affine
+    from conftest import cosine_affine
 
     sde, target = cosine_affine(), ring2d()
     res = S.sample(
@@ -247,3 +247,14 @@ def test_checked_score_functions_add_no_host_reads_per_step(sampler: str) -> Non
     assert reads(40) == reads(10), f"{sampler}: host reads grow with the number of steps"
     with pytest.raises(ValueError, match="t must lie in"):
         score(torch.zeros(2, 2), torch.tensor([0.5, 1.5]))
+
+
+def test_adaptive_ode_with_a_nan_score_is_a_clear_error() -> None:
+    """torchdiffeq's step-size underflow on a NaN score becomes one ValueError (found by fuzzing)."""
+    sde = S.EDMSDE()
+
+    def nan_score(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(x, float("nan"))
+
+    with pytest.raises(ValueError, match="non-finite"):
+        S.sample(nan_score, sde, (4, 2), sampler="ode", steps=3)

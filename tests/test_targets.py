@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import scoresde as S
-from helpers import four_mode_mixture
+from conftest import four_mode_mixture
 from scoresde.targets import Gaussian, GaussianMixture
 
 

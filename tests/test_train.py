@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import four_mode_mixture
+from conftest import four_mode_mixture
 from scoresde.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from scoresde.data import ArrayDataset
 from scoresde.data.dataset import make_info

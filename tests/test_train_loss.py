@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import scoresde as S
-from helpers import HostReads, four_mode_mixture
+from conftest import four_mode_mixture
+from helpers import HostReads
 from scoresde.train import TrainConfig, Trainer
 
 

@@ -73,7 +73,14 @@ def ode(
         grid = times if (ctx.trajectory is not None or ctx.callback is not None) else times[[0, -1]]
     else:  # fixed-grid methods step exactly on the output times
         grid = times
-    ys = odeint(drift, x, grid, rtol=rtol, atol=atol, method=method, options=options)
+    try:
+        ys = odeint(drift, x, grid, rtol=rtol, atol=atol, method=method, options=options)
+    except AssertionError as err:  # torchdiffeq's step-size underflow (e.g. a NaN error norm)
+        raise ValueError(
+            f"the adaptive PF-ODE solve failed ({err}): score_fn returned non-finite values or "
+            f"the ODE is too stiff for rtol={rtol}, atol={atol}; check score_fn, loosen the "
+            f"tolerances, or use a fixed-step sampler"
+        ) from err
     for i in range(1, ys.shape[0]):
         ctx.report(i - 1, grid[i], ys[i])
     return ys[-1]
