@@ -152,3 +152,48 @@ def test_no_function_over_80_lines_of_code() -> None:
                 if n > MAX_LINES:
                     long.append(f"{mod}.{node.name} ({n} lines)")
     assert not long, "functions over 80 lines of code: " + ", ".join(long)
+
+
+DESIGN = SRC.parent / "docs" / "design.md"
+
+
+def _layers() -> dict[str, int]:
+    """``top-level unit -> layer`` from the ``layer N: ...`` lines of docs/design.md."""
+    layers = {}
+    for line in DESIGN.read_text().splitlines():
+        head, _, names = line.partition(":")
+        if head.startswith("layer ") and head[6:].isdigit():
+            for name in names.split():
+                layers[name] = int(head[6:])
+    return layers
+
+
+def _unit(mod: str) -> str:
+    """The layer unit of a module: its top-level module or package below ``scoresde``."""
+    parts = mod.split(".")
+    return parts[1] if len(parts) > 1 else "scoresde"
+
+
+def test_design_lists_every_module() -> None:
+    text = DESIGN.read_text()
+    missing = [
+        str(p.relative_to(PKG)) for p in PKG.rglob("*.py") if f" {p.relative_to(PKG)} " not in text
+    ]
+    assert not missing, f"docs/design.md 'Layout as built' does not list: {missing}"
+
+
+def test_every_unit_has_a_layer() -> None:
+    layers = _layers()
+    missing = sorted({_unit(m) for m in MODULES} - set(layers))
+    assert not missing, f"docs/design.md gives no layer to: {missing}"
+
+
+def test_imports_go_down_the_layers() -> None:
+    layers = _layers()
+    wrong = [
+        f"{mod} -> {dep}"
+        for mod, deps in import_graph().items()
+        for dep in deps
+        if _unit(dep) != _unit(mod) and layers.get(_unit(dep), 99) >= layers.get(_unit(mod), -1)
+    ]
+    assert not wrong, "imports against the layers of docs/design.md: " + ", ".join(wrong)
