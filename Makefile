@@ -39,12 +39,13 @@ test: lint typecheck pytest
 test-all: lint typecheck pytest-all
 
 BENCHMARKS := parameterize samplers_quality samplers_overhead likelihood_analytic \
-	likelihood_overhead likelihood_trained likelihood_floor training inverse crash memory
+	likelihood_overhead likelihood_trained likelihood_floor training inverse inverse_exact crash \
+	memory train_grid flow_training interop_digits scale_out
 
 bench: $(STAMP)
 	# peers for the comparisons; k-diffusion without its dependencies (they would replace torch)
 	$(BIN)/python -m pip install --quiet scipy torchsde diffusers
-	$(BIN)/python -m pip install --quiet --no-deps k-diffusion
+	$(BIN)/python -m pip install --quiet --no-deps k-diffusion torchcfm pot flow_matching
 	# one script per measurement (modules starting with _ or ending in _common/_peers/_report/
 	# _reference/_variants are shared helpers); gpu.py only where CUDA is present
 	for b in $(BENCHMARKS); do $(BIN)/python benchmarks/$$b.py || exit 1; done

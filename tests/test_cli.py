@@ -136,7 +136,7 @@ def test_every_option_is_documented() -> None:
     assert {"train", "sample", "likelihood", "demo"} <= set(sub.choices)
     required = {"train": {"--data", "--out", "--sde", "--steps", "--batch-size", "--config",
                           "--resume", "--device", "--seed"},
-                "sample": {"--ckpt", "--n", "--out", "--sampler", "--steps"},
+                "sample": {"--ckpt", "--num-samples", "--n", "--out", "--sampler", "--steps"},
                 "likelihood": {"--ckpt", "--data", "--out"}, "demo": {"--out"}}  # fmt: skip
     for name, p in sub.choices.items():
         flags = {o for a in p._actions for o in a.option_strings}

@@ -45,6 +45,8 @@ def exact_output(kind: str, sde: S.SDE, gm: GaussianMixture, x: Tensor, t: Tenso
         c_skip = SD**2 / (sigma**2 + SD**2)
         c_out = sigma * SD / r
         return (x0 - c_skip * x / s) / c_out
+    if kind == "flow":  # E[s' x0 + std' z | x] (Lipman et al. 2023, eq. 8)
+        return sde.scale_deriv(t)[:, None] * x0 + sde.std_deriv(t)[:, None] * eps
     raise AssertionError(kind)
 
 
@@ -113,6 +115,7 @@ def test_target_is_the_conditional_quantity(kind: str) -> None:
         "x0": x0,
         "v": v,
         "edm": -v,
+        "flow": sde.scale_deriv(t)[:, None] * x0 + sde.std_deriv(t)[:, None] * z,
     }[kind]
     torch.testing.assert_close(model.target(x_t, z, t), want, rtol=1e-10, atol=1e-10)
 

@@ -250,7 +250,7 @@ def test_checked_score_functions_add_no_host_reads_per_step(sampler: str) -> Non
 
 
 def test_adaptive_ode_with_a_nan_score_is_a_clear_error() -> None:
-    """torchdiffeq's step-size underflow on a NaN score becomes one ValueError (found by fuzzing)."""
+    """torchdiffeq's step-size underflow on a NaN score is one ValueError (found by fuzzing)."""
     sde = S.EDMSDE()
 
     def nan_score(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

@@ -17,10 +17,23 @@ from ._version import __version__ as __version__
 from .guidance import cfg, guided
 from .inverse import colorize, inpaint
 from .likelihood import LikelihoodResult, bits_per_dim, decode, dequantize, encode, log_likelihood
-from .losses import dsm_loss
+from .losses import dsm_loss, flow_matching_loss
 from .parameterize import ScoreModel
 from .sampling import SampleResult, Schedule, available_samplers, get_times, sample
-from .sde import EDMSDE, SDE, VESDE, VPSDE, AffineSDE, Marginal, ReverseSDE, SubVPSDE
+from .sampling.base import sampler_help
+from .sde import (
+    EDMSDE,
+    SDE,
+    VESDE,
+    VPSDE,
+    AffineSDE,
+    InterpolantSDE,
+    Marginal,
+    RectifiedFlow,
+    ReverseSDE,
+    ScoreWithDenoiser,
+    SubVPSDE,
+)
 from .train import TrainConfig, Trainer, load_trained
 
 __all__ = [
@@ -30,14 +43,19 @@ __all__ = [
     "SubVPSDE",
     "EDMSDE",
     "AffineSDE",
+    "InterpolantSDE",
+    "RectifiedFlow",
+    "ScoreWithDenoiser",
     "ReverseSDE",
     "Marginal",
     "sample",
     "SampleResult",
     "Schedule",
     "available_samplers",
+    "sampler_help",
     "get_times",
     "dsm_loss",
+    "flow_matching_loss",
     "log_likelihood",
     "LikelihoodResult",
     "bits_per_dim",

@@ -18,19 +18,21 @@ which file is wrong and what to do.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
+import secrets
 import shutil
-import tempfile
-from collections.abc import Mapping
+import stat
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import Tensor
 
 __all__ = [
@@ -54,6 +56,7 @@ FORMAT_VERSION = 1
 """The manifest version this code reads and writes."""
 
 _MANIFEST = "manifest.json"
+_T = TypeVar("_T")
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
@@ -96,19 +99,74 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+
+
+def _new_temp(parent: Path, prefix: str, suffix: str, make: Callable[[str], _T]) -> tuple[_T, Path]:
+    """Create a new, uniquely named file or folder ``parent/<prefix><random><suffix>``."""
+    for _ in range(100):
+        name = parent / f"{prefix}{secrets.token_hex(6)}{suffix}"
+        try:
+            return make(str(name)), name
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a temporary name in {str(parent)!r}")
+
+
+def _new_temp_file(parent: Path, prefix: str, suffix: str = ".tmp") -> tuple[int, Path]:
+    """Open a new temporary file for writing; its mode is what a plain ``open()`` gives.
+
+    ``tempfile.mkstemp`` makes files ``0600`` whatever the umask, and a file renamed into place
+    keeps that. Creating it with mode ``0666`` lets the kernel apply the umask (and a folder's
+    default ACL) exactly as for ``open(path, "w")``, with no read-and-restore of the
+    process-wide umask (which another thread could observe).
+    """
+    return _new_temp(parent, prefix, suffix, lambda name: os.open(name, _FILE_FLAGS, 0o666))
+
+
+def _new_temp_dir(parent: Path, prefix: str) -> Path:
+    """Make a new temporary folder; its mode is what a plain ``mkdir`` gives (not ``0700``)."""
+    return _new_temp(parent, prefix, "", lambda name: os.mkdir(name, 0o777))[1]
+
+
+def _write_fd(fd: int, data: bytes, mode: int | None = None) -> None:
+    """Write ``data`` to the open file ``fd``, give it ``mode`` if set, fsync and close it."""
+    with os.fdopen(fd, "wb") as fh:
+        if mode is not None and hasattr(os, "fchmod"):
+            os.fchmod(fh.fileno(), mode)
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """Write ``data`` to the new file ``path`` (mode as a plain ``open()``) and fsync it."""
+    _write_fd(os.open(path, _FILE_FLAGS, 0o666), data)
+
+
+def _existing_mode(path: Path) -> int | None:
+    """The permission bits of the regular file ``path``, or ``None`` if there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return stat.S_IMODE(st.st_mode) if stat.S_ISREG(st.st_mode) else None
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
+
+    The file gets the permissions a plain ``open(path, "wb")`` would give it: those of the
+    file it replaces, else ``0666`` less the umask.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _new_temp_file(path.parent, f".{path.name}.")
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        _write_fd(fd, data, _existing_mode(path))  # open() keeps an existing file's mode
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
 
@@ -167,22 +225,21 @@ def save_checkpoint(
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:08d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=root))
+    tmp = _new_temp_dir(root, f".tmp-{final.name}-")
     try:
         meta = {"format": FORMAT, "step": str(step)}
-        save_file(_cpu_weights(model), str(tmp / "model.safetensors"), metadata=meta)
-        save_file(_cpu_weights(ema), str(tmp / "ema.safetensors"), metadata=meta)
-        torch.save(dict(state), tmp / "state.pt")
-        (tmp / "config.json").write_text(json.dumps(dict(config), indent=2, sort_keys=True))
+        # safetensors' own save_file writes 0600 files: write its bytes like every other file
+        _write_new(tmp / "model.safetensors", save(_cpu_weights(model), metadata=meta))
+        _write_new(tmp / "ema.safetensors", save(_cpu_weights(ema), metadata=meta))
+        buf = io.BytesIO()
+        torch.save(dict(state), buf)
+        _write_new(tmp / "state.pt", buf.getvalue())
+        _write_new(tmp / "config.json", _json_bytes(config))
         files = {}
         for f in sorted(tmp.iterdir()):
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
             files[f.name] = {"bytes": f.stat().st_size, "sha256": _sha256(f)}
         manifest = {"format": FORMAT, "version": FORMAT_VERSION, "step": step, "files": files}
-        (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
-        with open(tmp / _MANIFEST, "rb") as fh:
-            os.fsync(fh.fileno())
+        _write_new(tmp / _MANIFEST, _json_bytes(manifest))
         _fsync_dir(tmp)
         _replace_dir(tmp, final)
         _fsync_dir(root)
@@ -194,12 +251,16 @@ def save_checkpoint(
     return final
 
 
+def _json_bytes(value: Mapping[str, Any]) -> bytes:
+    return json.dumps(dict(value), indent=2, sort_keys=True).encode("utf-8")
+
+
 def _replace_dir(src: Path, dst: Path) -> None:
     """Rename ``src`` to ``dst``; an existing ``dst`` is moved aside first, then removed."""
     if not dst.exists():
         os.rename(src, dst)
         return
-    trash = Path(tempfile.mkdtemp(prefix=f".old-{dst.name}-", dir=dst.parent))
+    trash = _new_temp_dir(dst.parent, f".old-{dst.name}-")
     os.rename(dst, trash / dst.name)
     os.rename(src, dst)
     shutil.rmtree(trash, ignore_errors=True)

@@ -10,6 +10,13 @@ noise levels), ``"likelihood"`` (``g(t)^2``, which makes the loss bound the KL, 
 :func:`dsm_per_sample` is the one implementation of the loss. The public :func:`dsm_loss` checks
 its arguments and calls it; so does :meth:`scoresde.parameterize.ScoreModel.loss`, and the
 trainer calls it through the unchecked ``ScoreModel._loss``, which reads no tensor values.
+
+:func:`flow_matching_loss` is the conditional flow-matching loss (Lipman et al. 2023, eq. 9;
+Liu et al. 2023, eq. 1) of a velocity model on any affine path ``x_t = s x0 + std z``; it is the
+``natural`` loss of a ``ScoreModel`` with ``parameterization="flow"`` (a weighting of DSM,
+``lambda = 1 / out^2``, written on the velocity so it stays finite where ``s(T) = 0``).
+Training times (:func:`sample_training_times`): uniform, EDM's log-normal noise levels, or
+logit-normal ``t = sigmoid(m + s n)`` (Esser et al. 2024, eq. 19).
 """
 
 from __future__ import annotations
@@ -20,10 +27,10 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from ._checks import check_choice, check_generator, check_output, check_tensor
+from ._checks import check_choice, check_generator, check_output, check_positive, check_tensor
 from .sde import SDE, ScoreFn, bcast
 
-__all__ = ["dsm_loss", "WEIGHTINGS", "EPS_TRAIN"]
+__all__ = ["dsm_loss", "flow_matching_loss", "WEIGHTINGS", "EPS_TRAIN", "TIME_METHODS"]
 
 Weighting = Callable[[SDE, Tensor, Tensor], Tensor]
 """``lambda(sde, t, std) -> (B,)``: a loss weighting at times ``t`` with marginal stds ``std``."""
@@ -49,6 +56,8 @@ REDUCTIONS = ("mean", "sum", "none")
 """How a loss reduces its per-sample values over the batch."""
 EPS_TRAIN = 1e-5
 """The default smallest training time ``eps`` (as in Song et al. 2021's reference code)."""
+TIME_METHODS = ("uniform", "edm", "logit_normal")
+"""The training-time distributions of :func:`sample_training_times`."""
 
 
 def dsm_per_sample(
@@ -87,20 +96,25 @@ def sample_training_times(
     sde: SDE,
     n: int,
     *,
-    method: Literal["uniform", "edm"] = "uniform",
+    method: Literal["uniform", "edm", "logit_normal"] = "uniform",
     eps: float = EPS_TRAIN,
     p_mean: float = -1.2,
     p_std: float = 1.2,
+    logit_mean: float = 0.0,
+    logit_std: float = 1.0,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
 ) -> Tensor:
-    """Draw ``n`` training times: ``U(eps, T)`` or EDM's ``log sigma ~ N(p_mean, p_std^2)``.
+    """Draw ``n`` training times in ``[eps, T]`` by ``method`` (:data:`TIME_METHODS`).
 
-    For ``method="edm"`` the noise level is mapped to a time with ``sde.sigma_inv`` and clamped
-    to ``[eps, T]`` (Karras et al. 2022, Table 1, "training").
+    * ``"uniform"``: ``U(eps, T)``;
+    * ``"edm"``: ``log sigma ~ N(p_mean, p_std^2)`` mapped to a time with ``sde.sigma_inv`` and
+      clamped to ``[eps, T]`` (Karras et al. 2022, Table 1, "training");
+    * ``"logit_normal"``: ``t = eps + (T - eps) sigmoid(logit_mean + logit_std n)``,
+      ``n ~ N(0, 1)`` (Esser et al. 2024, eq. 19: more weight on the middle of a flow path).
     """
-    check_choice("method", method, ("uniform", "edm"))
+    check_choice("method", method, TIME_METHODS)
     _check_eps(sde, eps)
     if device is None and generator is not None:
         device = generator.device
@@ -108,6 +122,10 @@ def sample_training_times(
     if method == "uniform":
         u = torch.rand(n, generator=generator, device=device, dtype=dtype)
         return eps + (sde.T - eps) * u
+    if method == "logit_normal":
+        check_positive("logit_std", logit_std)
+        n_ = torch.randn(n, generator=generator, device=device, dtype=dtype)
+        return eps + (sde.T - eps) * torch.sigmoid(logit_mean + logit_std * n_)
     log_sigma = p_mean + p_std * torch.randn(n, generator=generator, device=device, dtype=dtype)
     t = sde.sigma_inv(torch.exp(log_sigma))
     return t.clamp(min=eps, max=sde.T)
@@ -178,3 +196,31 @@ def dsm_loss(
         return check_output("score_fn", score_fn(x, tt), x)
 
     return reduce_batch(dsm_per_sample(checked, sde, x0, t, noise, weighting), reduction)
+
+
+def flow_matching_loss(
+    velocity_fn: ScoreFn,
+    sde: SDE,
+    x0: Tensor,
+    *,
+    reduction: Literal["mean", "sum", "none"] = "mean",
+    eps: float = EPS_TRAIN,
+    t: Tensor | None = None,
+    noise: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Conditional flow matching ``|| v(x_t, t) - (s'(t) x0 + std'(t) z) ||^2`` per sample.
+
+    ``x_t = s(t) x0 + std(t) z`` is the SDE's interpolant and ``s' x0 + std' z`` its
+    conditional velocity (Lipman et al. 2023, eq. 9 and 15; Liu et al. 2023, eq. 1: ``z - x0``
+    for :class:`~scoresde.RectifiedFlow`); its minimiser is ``E[dx_t/dt | x_t]``, the
+    probability-flow drift. Summed over the data dimensions, then ``reduction`` over the batch.
+    ``t`` (default ``U(eps, T)``) and ``noise`` (default ``N(0, I)``; pass a re-paired noise for
+    an optimal-transport coupling, :func:`scoresde.train.coupling.ot_pair`) may be given.
+    """
+    check_choice("reduction", reduction, REDUCTIONS)
+    t, noise = training_inputs(sde, x0, t, noise, eps=eps, generator=generator)
+    x_t = bcast(sde.scale(t), x0) * x0 + bcast(sde.std(t), x0) * noise
+    target = bcast(sde.scale_deriv(t), x0) * x0 + bcast(sde.std_deriv(t), x0) * noise
+    v = check_output("velocity_fn", velocity_fn(x_t, t), x0)
+    return reduce_batch((v - target).flatten(1).pow(2).sum(1), reduction)

@@ -18,6 +18,16 @@ Two layers:
   float or a ``(B,)`` tensor ``t``, validate it, and follow ``x``'s device and dtype;
 * the coefficient methods (``scale``, ``sigma``, ``f``, ``g2``, ``sigma_deriv``, ``sigma_inv``)
   take a tensor ``t`` and do no checking: samplers call them in their inner loops.
+
+Flow paths (Lipman et al. 2023; Liu et al. 2023; Albergo & Vanden-Eijnden 2023) are members of the
+same family: an interpolant ``x_t = alpha(t) x0 + beta(t) z`` is ``s = alpha``, ``sigma = beta /
+alpha`` (:class:`InterpolantSDE`, :class:`RectifiedFlow`). Where ``alpha(T) = 0`` (zero terminal
+SNR) the prior ``N(0, beta(T)^2 I)`` is exactly ``p_T``, but ``sigma(T) = inf``, ``f(T) = -inf``
+and ``g(T)^2 = inf``: the score there is ``-x / beta(T)^2`` whatever the data, so Tweedie's
+``E[x0 | x_T]`` cannot be read from it. Score functions that can give it carry a ``denoise(x, t)``
+method (:class:`ScoreWithDenoiser`, :func:`denoiser_of`); the samplers and the likelihood take
+their step from ``T`` in closed form with it (:meth:`ReverseSDE.prior_drift`,
+:meth:`ReverseSDE.prior_step`), never by moving ``T``.
 """
 
 from __future__ import annotations
@@ -42,7 +52,11 @@ __all__ = [
     "SubVPSDE",
     "EDMSDE",
     "AffineSDE",
+    "InterpolantSDE",
+    "RectifiedFlow",
     "ReverseSDE",
+    "ScoreWithDenoiser",
+    "denoiser_of",
     "EulerStep",
     "Marginal",
     "ScoreFn",
@@ -57,6 +71,33 @@ class Marginal(NamedTuple):
     """``s(t) x_0``, shaped like ``x_0``."""
     std: Tensor
     """``s(t) sigma(t)``, shaped ``(B,)``."""
+
+
+class ScoreWithDenoiser:
+    """A score function that also gives Tweedie's denoiser ``E[x0 | x_t = x]``.
+
+    ``fn(x, t)`` is the score; ``fn.denoise(x, t)`` the posterior mean, which must be defined at
+    every ``t`` in ``[0, T]``, also where ``s(t) = 0`` (the end point of a flow path, where the
+    score ``-x / std(T)^2`` says nothing about the data; Lin et al. 2024, sec. 3). Samplers and
+    the likelihood call ``denoise`` only there. ``ScoreModel.score_fn()`` and
+    ``GaussianMixture.score_fn(sde)`` return such functions.
+    """
+
+    def __init__(self, score: ScoreFn, denoise: ScoreFn) -> None:
+        if not callable(score) or not callable(denoise):
+            raise TypeError("score and denoise must be callables of (x, t)")
+        self.score = score
+        self.denoise = denoise
+
+    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
+        """The score at ``(x, t)``."""
+        return self.score(x, t)
+
+
+def denoiser_of(score_fn: object) -> ScoreFn | None:
+    """The ``denoise(x, t)`` of a score function (see :class:`ScoreWithDenoiser`), or ``None``."""
+    den = getattr(score_fn, "denoise", None)
+    return den if callable(den) else None
 
 
 def bcast(c: Tensor, x: Tensor) -> Tensor:
@@ -110,11 +151,28 @@ class SDE(ABC):
     def prior_std(self) -> float:
         """Standard deviation of the isotropic Gaussian prior at ``T``."""
         t = torch.tensor(self.T, dtype=torch.float64)
-        return float(self.scale(t) * self.sigma(t))
+        return float(self.std(t))
+
+    @property
+    def zero_terminal_snr(self) -> bool:
+        """Whether ``s(T) = 0`` exactly: the prior is ``p_T`` and ``x_T`` is free of the data.
+
+        Flow paths such as :class:`RectifiedFlow` (Lin et al. 2024 call it zero terminal SNR);
+        their ``sigma(T)`` is infinite and the samplers step from ``T`` in closed form.
+        """
+        return float(self.scale(torch.tensor(self.T, dtype=torch.float64))) == 0.0
 
     def std(self, t: Tensor) -> Tensor:
         """Marginal standard deviation ``s(t) sigma(t)``."""
         return self.scale(t) * self.sigma(t)
+
+    def scale_deriv(self, t: Tensor) -> Tensor:
+        """``s'(t) = f(t) s(t)``."""
+        return self.f(t) * self.scale(t)
+
+    def std_deriv(self, t: Tensor) -> Tensor:
+        """The time derivative of the marginal std, ``(s sigma)' = s' sigma + s sigma'``."""
+        return self.scale_deriv(t) * self.sigma(t) + self.scale(t) * self.sigma_deriv(t)
 
     def log_snr(self, t: Tensor) -> Tensor:
         """Log signal-to-noise ratio ``lambda(t) = -2 log sigma(t)``."""
@@ -124,7 +182,9 @@ class SDE(ABC):
         """Tweedie's posterior mean ``E[x0 | x_t = x] = x / s + s sigma^2 score`` (unchecked).
 
         ``t`` is a scalar or ``(B,)`` and ``score`` the score at ``(x, t)``. In the scaled
-        variable ``x_hat = x / s`` this is EDM's denoiser ``D(x_hat; sigma)``.
+        variable ``x_hat = x / s`` this is EDM's denoiser ``D(x_hat; sigma)``. Undefined where
+        ``s(t) = 0`` (``T`` of a flow path): there use a :class:`ScoreWithDenoiser`'s
+        ``denoise``.
         """
         s, sig = self.scale(t), self.sigma(t)
         return x / bcast(s, x) + bcast(s * sig**2, x) * score
@@ -323,6 +383,50 @@ class ReverseSDE:
         if self.probability_flow:
             return EulerStep(mean, torch.zeros_like(bcast(g2, x)))
         return EulerStep(mean, torch.sqrt(bcast(g2 * -h, x)))
+
+    # ----------------------------------------------------------------------------------------
+    # the end point of a flow path, s(t) = 0 (closed forms; see the module docstring)
+    def prior_drift(self, x: Tensor, t: float | Tensor, denoised: Tensor) -> Tensor:
+        """Probability-flow drift at a time where ``s(t) = 0``: ``s' D + (std'/std) x``.
+
+        The PF drift of any affine SDE is ``s' D - std std' score`` with ``D = E[x0 | x]``
+        (the velocity ``E[dx_t/dt | x_t]`` of the interpolant ``x_t = s x0 + std z``, Lipman et
+        al. 2023, eq. 8); where ``s = 0`` the score is ``-x / std^2`` exactly. ``denoised`` is
+        ``D`` at ``(x, t)`` (``denoise`` of a :class:`ScoreWithDenoiser`). The reverse SDE has
+        no finite drift there (``g^2 = inf``): use :meth:`prior_step`.
+        """
+        if not self.probability_flow:
+            raise ValueError(
+                "the reverse SDE has no finite drift where s(t) = 0 (g(t)^2 = inf); use "
+                "prior_step, or the probability-flow ODE"
+            )
+        tt = self._time(t, x)
+        sde = self.sde
+        return (
+            bcast(sde.scale_deriv(tt), x) * denoised + bcast(sde.std_deriv(tt) / sde.std(tt), x) * x
+        )
+
+    def prior_step(
+        self, x: Tensor, t: float | Tensor, t_next: float | Tensor, denoised: Tensor
+    ) -> EulerStep:
+        """The step from a time ``t`` where ``s(t) = 0`` to ``t_next < t``, in closed form.
+
+        With ``D`` frozen at ``denoised = E[x0 | x_t]``, the reverse SDE and the PF ODE are
+        linear and solved exactly (the exponential integrators of DDIM / DPM-Solver++(1) and of
+        SDE-DPM-Solver++(1), Lu et al. 2022, in the limit ``sigma(t) -> inf``): the probability
+        flow gives ``x' = s' D + std' x / std(t)`` (``std = 0`` returned), the reverse SDE the
+        Gaussian ``x' = s' D + std' z`` (``mean = s' D``, ``std = std'``): its infinite
+        diffusion at ``t`` forgets ``x``.
+        """
+        tt = self._time(t, x)
+        tn = self._time(t_next, x)
+        sde = self.sde
+        mean = bcast(sde.scale(tn), x) * denoised
+        std_next = bcast(sde.std(tn), x)
+        if self.probability_flow:
+            out = mean + std_next / bcast(sde.std(tt), x) * x
+            return EulerStep(out, torch.zeros_like(std_next))
+        return EulerStep(mean, std_next)
 
 
 # --------------------------------------------------------------------------------------------
@@ -621,3 +725,160 @@ class AffineSDE(SDE):
             lo = torch.where(below, mid, lo)
             hi = torch.where(below, hi, mid)
         return 0.5 * (lo + hi)
+
+    @classmethod
+    def from_interpolant(
+        cls,
+        alpha: Callable[[Tensor], Tensor],
+        sigma: Callable[[Tensor], Tensor],
+        *,
+        T: float = 1.0,
+        eps: float = 1e-3,
+        alpha_deriv: Callable[[Tensor], Tensor] | None = None,
+        sigma_deriv: Callable[[Tensor], Tensor] | None = None,
+        default_schedule: str = "uniform",
+    ) -> InterpolantSDE:
+        """The affine SDE of the interpolant ``x_t = alpha(t) x0 + sigma(t) z``.
+
+        ``s = alpha`` and the noise level is ``sigma / alpha`` (Kingma et al. 2021; Albergo &
+        Vanden-Eijnden 2023; Lipman et al. 2024, sec. 4.8). ``alpha(T) = 0`` is allowed (a flow
+        path with the exact prior ``N(0, sigma(T)^2 I)``); an ``alpha(T)`` within ``1e-12`` of
+        zero, such as ``cos(pi / 2)``, is taken as exactly zero at ``T``. E.g. the cosine path
+        ``alpha = cos(pi t / 2)``, ``sigma = sin(pi t / 2)``. See :class:`InterpolantSDE`.
+        """
+        return InterpolantSDE(
+            alpha,
+            sigma,
+            T=T,
+            eps=eps,
+            alpha_deriv=alpha_deriv,
+            sigma_deriv=sigma_deriv,
+            default_schedule=default_schedule,
+        )
+
+
+_SNAP_ZERO = 1e-12
+"""Relative size below which an interpolant's ``alpha(T)`` is taken as exactly zero."""
+
+
+class InterpolantSDE(AffineSDE):
+    """An affine SDE given by its interpolant ``x_t = alpha(t) x0 + beta(t) z``.
+
+    ``s = alpha``, ``std = beta`` and ``sigma = beta / alpha``, with ``f = alpha' / alpha`` and
+    ``g^2 = 2 beta (beta' - beta alpha' / alpha)`` (Karras et al. 2022, App. B.2, in these
+    variables). ``alpha`` must be positive on ``[eps, T)`` and may vanish at ``T``; ``beta``
+    positive and ``beta / alpha`` strictly increasing. Derivatives are given or taken by
+    autograd. Build one with :meth:`AffineSDE.from_interpolant`.
+    """
+
+    def __init__(
+        self,
+        alpha: Callable[[Tensor], Tensor],
+        beta: Callable[[Tensor], Tensor],
+        *,
+        T: float = 1.0,
+        eps: float = 1e-3,
+        alpha_deriv: Callable[[Tensor], Tensor] | None = None,
+        sigma_deriv: Callable[[Tensor], Tensor] | None = None,
+        default_schedule: str = "uniform",
+    ) -> None:
+        self.T = check_positive("T", T)
+        self.eps = check_positive("eps", eps)
+        if self.eps >= self.T:
+            raise ValueError(f"eps must lie in (0, T) = (0, {T}), got eps={eps}")
+        if not callable(alpha) or not callable(beta):
+            raise TypeError("alpha and sigma must be callables of a tensor of times")
+        self._beta, self._beta_deriv = beta, sigma_deriv
+        # AffineSDE's hooks: s = alpha (its derivative and f = s'/s are inherited)
+        self._scale, self._scale_deriv = alpha, alpha_deriv
+        self._sigma, self._sigma_deriv, self._sigma_inv = self.sigma, None, None
+        self.default_schedule = default_schedule
+        grid = torch.linspace(self.eps, self.T, 257, dtype=torch.float64)
+        a, b = alpha(grid), beta(grid)
+        self._snap = bool(abs(float(a[-1])) <= _SNAP_ZERO * float(a.abs().max()))
+        if self._snap:
+            a = torch.cat([a[:-1], a.new_zeros(1)])
+        if not bool(torch.isfinite(a).all() & (a[:-1] > 0).all() & (a[-1] >= 0)):
+            raise ValueError("alpha(t) must be finite, > 0 on [eps, T) and >= 0 at T")
+        if not bool(torch.isfinite(b).all() & (b > 0).all()):
+            raise ValueError("sigma(t) must be finite and > 0 on [eps, T]")
+        if not bool(((b / a)[:-1].diff() > 0).all() & (b[-1] * a[-2] > b[-2] * a[-1])):
+            raise ValueError("sigma(t) / alpha(t) must be strictly increasing on [eps, T]")
+        self._prior_std = float(b[-1])
+
+    def _params(self) -> dict[str, object]:
+        return {"T": self.T, "eps": self.eps}
+
+    def scale(self, t: Tensor) -> Tensor:
+        """``s = alpha(t)`` (exactly 0 at ``T`` when ``alpha(T)`` rounds to 0)."""
+        a = self._scale(t)
+        return torch.where(t >= self.T, torch.zeros_like(a), a) if self._snap else a
+
+    def std(self, t: Tensor) -> Tensor:
+        """``beta(t)``: the marginal std, finite at ``T``."""
+        return self._beta(t)
+
+    def sigma(self, t: Tensor) -> Tensor:
+        """``beta / alpha`` (``inf`` where ``alpha = 0``)."""
+        return self.std(t) / self.scale(t)
+
+    def std_deriv(self, t: Tensor) -> Tensor:
+        """``beta'(t)`` (given, or by autograd)."""
+        if self._beta_deriv is not None:
+            return self._beta_deriv(t)
+        return _derivative(self._beta, t)
+
+    def sigma_deriv(self, t: Tensor) -> Tensor:
+        """``(beta' alpha - beta alpha') / alpha^2``."""
+        a = self.scale(t)
+        return (self.std_deriv(t) * a - self.std(t) * self.scale_deriv(t)) / a**2
+
+    def g2(self, t: Tensor) -> Tensor:
+        """``g^2 = 2 beta (beta' - beta alpha' / alpha)`` (``inf`` where ``alpha = 0``)."""
+        b = self.std(t)
+        return 2.0 * b * (self.std_deriv(t) - b * self.f(t))
+
+
+class RectifiedFlow(InterpolantSDE):
+    """Rectified flow: ``x_t = (1 - t) x0 + t z`` on ``[0, 1]`` (Liu et al. 2023).
+
+    Also conditional flow matching's optimal-transport path with ``sigma_min = 0`` (Lipman et
+    al. 2023, eq. 20, with time reversed: here data at ``t = 0``, noise at ``t = T = 1``, as in
+    the score-SDE convention). ``s = 1 - t``, ``std = t``, ``sigma = t / (1 - t)``; the prior
+    is exactly ``N(0, I)``. Its velocity ``dx_t/dt = z - x0`` is the ``"flow"``
+    parameterisation; ``f = -1/(1 - t)``, ``g^2 = 2t/(1 - t)`` and ``sigma`` are infinite at
+    ``T``, where samplers and the likelihood use closed forms.
+    """
+
+    def __init__(self, eps: float = 1e-3) -> None:
+        super().__init__(
+            lambda t: 1.0 - t,
+            lambda t: t,
+            T=1.0,
+            eps=eps,
+            alpha_deriv=lambda t: -torch.ones_like(t),
+            sigma_deriv=torch.ones_like,
+        )
+
+    def _params(self) -> dict[str, object]:
+        return {} if self.eps == 1e-3 else {"eps": self.eps}
+
+    def sigma(self, t: Tensor) -> Tensor:
+        """``t / (1 - t)``."""
+        return t / (1.0 - t)
+
+    def sigma_deriv(self, t: Tensor) -> Tensor:
+        """``1 / (1 - t)^2``."""
+        return (1.0 - t) ** -2
+
+    def f(self, t: Tensor) -> Tensor:
+        """``-1 / (1 - t)``."""
+        return -1.0 / (1.0 - t)
+
+    def g2(self, t: Tensor) -> Tensor:
+        """``2 t / (1 - t)``."""
+        return 2.0 * t / (1.0 - t)
+
+    def sigma_inv(self, sigma: Tensor) -> Tensor:
+        """``t = sigma / (1 + sigma) = 1 / (1 + 1/sigma)`` (``1`` at ``sigma = inf``)."""
+        return 1.0 / (1.0 + 1.0 / sigma)

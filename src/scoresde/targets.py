@@ -1,10 +1,17 @@
 """Analytic targets with exact noised scores and log-densities: the test oracle.
 
 A Gaussian mixture ``sum_k w_k N(mu_k, Sigma_k)`` pushed through any affine SDE stays a Gaussian
-mixture: under the kernel ``N(s x0, s^2 sigma^2 I)`` component ``k`` becomes
-``N(s mu_k, s^2 (Sigma_k + sigma^2 I))``. With ``Sigma_k = U_k diag(lam_k) U_k^T`` computed once,
-the noised covariance at any per-sample time is ``U_k diag(s^2 (lam_k + sigma^2)) U_k^T``, so
-log-densities and scores at a batch of different times cost one rotation per component.
+mixture: under the kernel ``N(s x0, std^2 I)`` (``std = s sigma``) component ``k`` becomes
+``N(s mu_k, s^2 Sigma_k + std^2 I)``. With ``Sigma_k = U_k diag(lam_k) U_k^T`` computed once,
+the noised covariance at any per-sample time is ``U_k diag(s^2 lam_k + std^2) U_k^T``, so
+log-densities, scores, posterior means and velocities at a batch of different times cost one
+rotation per component. Written with ``s`` and ``std`` (never ``sigma`` or ``1 / s``), all of
+them hold at ``T`` of a flow path too, where ``s = 0`` and ``p_T = N(0, std(T)^2 I)``.
+
+Per component, ``E[x0 | x, k] = mu_k + s Sigma_k (s^2 Sigma_k + std^2 I)^{-1} (x - s mu_k)``
+(Gaussian conditioning), and the velocity ``E[dx_t/dt | x] = s' E[x0 | x] - std std' score``
+(the probability-flow drift; Lipman et al. 2023, eq. 8) is the mixture of the components'
+affine velocity fields weighted by their responsibilities at ``x``.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import torch
 from torch import Tensor
 
 from ._checks import check_tensor
-from .sde import SDE, ScoreFn
+from .sde import SDE, ScoreWithDenoiser, bcast
 
 __all__ = ["GaussianMixture", "Gaussian"]
 
@@ -163,16 +170,18 @@ class GaussianMixture:
         x = (mu[labels] + z).to(dtype).reshape(n, *self.event_shape)
         return (x, labels) if return_labels else x
 
-    def _terms(self, x: Tensor, s: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Per-component log-densities ``(B, K)``, rotated residuals and noised variances."""
+    def _terms(self, x: Tensor, s: Tensor, std: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Per-component log-densities ``(B, K)``, rotated residuals and noised variances.
+
+        ``s`` and ``std`` are the kernel's scale and std, scalars or ``(B,)``.
+        """
         params = self._on(x)
         mu, lam, logw = params[:3]
         flat = x.reshape(x.shape[0], -1)
-        s2 = s.reshape(-1, 1, 1) ** 2
         y = flat[:, None, :] - s.reshape(-1, 1, 1) * mu[None]
         if self.evecs is not None:
             y = torch.einsum("bkd,kde->bke", y, params[3])
-        var = s2 * (lam[None] + sigma.reshape(-1, 1, 1) ** 2)
+        var = s.reshape(-1, 1, 1) ** 2 * lam[None] + std.reshape(-1, 1, 1) ** 2
         logp = -0.5 * ((y * y / var).sum(-1) + torch.log(2 * math.pi * var).sum(-1)) + logw
         return logp, y, var
 
@@ -203,30 +212,71 @@ class GaussianMixture:
 
     def _coeffs(self, x: Tensor, t: float | Tensor, sde: SDE) -> tuple[Tensor, Tensor]:
         tt = sde.time(t, x)
-        return sde.scale(tt), sde.sigma(tt)
+        return sde.scale(tt), sde.std(tt)
 
     def marginal_log_prob(self, x: Tensor, t: float | Tensor, sde: SDE) -> Tensor:
         """Exact log-density of ``p_t`` (the mixture pushed through ``sde`` to time ``t``)."""
         self._check(x)
         return torch.logsumexp(self._terms(x, *self._coeffs(x, t, sde))[0], dim=1)
 
+    def _mixed(self, x: Tensor, s: Tensor, std: Tensor, denoise: bool) -> Tensor:
+        """The score, or with ``denoise`` the posterior mean, of the noised mixture at ``x``.
+
+        ``sum_k r_k U_k (-y_k / var_k)`` resp. ``sum_k r_k (mu_k + U_k (s lam_k y_k / var_k))``,
+        ``r`` the responsibilities at ``x``.
+        """
+        logp, y, var = self._terms(x, s, std)
+        r = torch.softmax(logp, dim=1)
+        params = self._on(x)
+        g = (s.reshape(-1, 1, 1) * params[1][None] if denoise else -1.0) * y / var
+        if self.evecs is not None:
+            g = torch.einsum("bke,kde->bkd", g, params[3])
+        if denoise:
+            g = g + params[0][None]
+        return (r[..., None] * g).sum(1).reshape(x.shape)
+
     def marginal_score(self, x: Tensor, t: float | Tensor, sde: SDE) -> Tensor:
         """Exact score ``grad_x log p_t(x)``, shaped like ``x``."""
         self._check(x)
-        logp, y, var = self._terms(x, *self._coeffs(x, t, sde))
-        r = torch.softmax(logp, dim=1)
-        g = -y / var
-        if self.evecs is not None:
-            g = torch.einsum("bke,kde->bkd", g, self._on(x)[3])
-        return (r[..., None] * g).sum(1).reshape(x.shape)
+        return self._mixed(x, *self._coeffs(x, t, sde), False)
 
-    def score_fn(self, sde: SDE) -> ScoreFn:
-        """The exact ``score_fn(x, t)`` of the noised mixture under ``sde``."""
+    def marginal_denoise(self, x: Tensor, t: float | Tensor, sde: SDE) -> Tensor:
+        """Exact posterior mean ``E[x0 | x_t = x]`` (Tweedie's denoiser), shaped like ``x``.
+
+        Closed form per component (module docstring); finite at ``T`` of a flow path, where it
+        is the mixture's mean.
+        """
+        self._check(x)
+        return self._mixed(x, *self._coeffs(x, t, sde), True)
+
+    def marginal_velocity(self, x: Tensor, t: float | Tensor, sde: SDE) -> Tensor:
+        """Exact velocity ``E[dx_t/dt | x_t = x] = s' D - std std' score`` (the PF ODE drift).
+
+        For :class:`~scoresde.RectifiedFlow` it is ``E[z - x0 | x_t = x]``, the field flow
+        matching learns (Lipman et al. 2023, eq. 8; Liu et al. 2023); finite at ``T``.
+        """
+        self._check(x)
+        tt = sde.time(t, x)
+        s, std = sde.scale(tt), sde.std(tt)
+        den = self._mixed(x, s, std, True)
+        score = self._mixed(x, s, std, False)
+        return bcast(sde.scale_deriv(tt), x) * den - bcast(std * sde.std_deriv(tt), x) * score
+
+    def score_fn(self, sde: SDE) -> ScoreWithDenoiser:
+        """The exact ``score_fn(x, t)`` of the noised mixture under ``sde``.
+
+        A :class:`~scoresde.sde.ScoreWithDenoiser`: ``.denoise(x, t)`` is
+        :meth:`marginal_denoise`, so samplers and the likelihood can start at ``T`` of a flow
+        path.
+        """
 
         def score(x: Tensor, t: Tensor) -> Tensor:
             return self.marginal_score(x, t, sde)
 
-        return score
+        def denoise(x: Tensor, t: Tensor) -> Tensor:
+            return self.marginal_denoise(x, t, sde)
+
+        return ScoreWithDenoiser(score, denoise)
 
     def __repr__(self) -> str:
         return f"GaussianMixture(K={self.n_components}, d={self.dim})"

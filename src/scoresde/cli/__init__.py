@@ -13,13 +13,16 @@ from __future__ import annotations
 
 from .core import CLIError, Command, add_command, build_parser, main, register_command
 from .demo import COMMAND as DEMO
+from .distill import COMMAND as DISTILL
+from .eval import COMMAND as EVAL
 from .inpaint import COMMAND as INPAINT
 from .likelihood import COMMAND as LIKELIHOOD
+from .reflow import COMMAND as REFLOW
 from .sample import COMMAND as SAMPLE
 from .train import COMMAND as TRAIN
 from .train_classifier import COMMAND as TRAIN_CLASSIFIER
 
 __all__ = ["main", "build_parser", "register_command", "Command", "CLIError"]
 
-for _command in (TRAIN, SAMPLE, LIKELIHOOD, INPAINT, TRAIN_CLASSIFIER, DEMO):
+for _command in (TRAIN, REFLOW, DISTILL, SAMPLE, LIKELIHOOD, EVAL, INPAINT, TRAIN_CLASSIFIER, DEMO):
     add_command(_command)

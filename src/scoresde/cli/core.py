@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
     import torch
@@ -28,7 +28,11 @@ __all__ = [
     "register_command",
     "add_command",
     "add_checkpoint_argument",
+    "add_count_argument",
     "add_runtime_arguments",
+    "progress_enabled",
+    "progress_bar",
+    "say",
     "check_out",
     "check_counts",
     "load_model",
@@ -55,6 +59,9 @@ class Command:
     """Runs the command; returns the exit status (``None`` means 0)."""
     description: str | None = None
     """Longer text for ``scoresde <name> --help``."""
+    distributed: bool = False
+    """Whether the command works with several processes (``torchrun``, DDP). A command that
+    does not runs on rank 0 alone: the other ranks exit at once with status 0."""
 
 
 _COMMANDS: dict[str, Command] = {}
@@ -76,13 +83,16 @@ def register_command(
     configure: Callable[[argparse.ArgumentParser], None],
     run: Callable[[argparse.Namespace], int | None],
     description: str | None = None,
+    distributed: bool = False,
 ) -> Command:
     """Add the subcommand ``scoresde <name>`` (e.g. ``inpaint``); returns it.
 
     ``configure(parser)`` adds the options, ``run(args)`` does the work; raise ``ValueError``,
-    ``FileNotFoundError`` or :class:`CLIError` for errors the user can fix.
+    ``FileNotFoundError`` or :class:`CLIError` for errors the user can fix. ``distributed``:
+    see :attr:`Command.distributed`. Option names must pass through ``torchrun``'s parser
+    (no prefix of two of its options, such as ``--n``).
     """
-    return add_command(Command(name, help, configure, run, description))
+    return add_command(Command(name, help, configure, run, description, distributed))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -97,15 +107,61 @@ def add_checkpoint_argument(
     p.add_argument("--ckpt", required=True, metavar="DIR|FILE", help=help)
 
 
+def add_count_argument(p: argparse.ArgumentParser, help: str, **kwargs: Any) -> None:
+    """Add ``--num-samples N`` (alias ``--n``) shared by the commands that draw or read ``N``.
+
+    The value lands in ``args.num_samples``. ``--n`` is kept for single-process use: under
+    ``torchrun`` it cannot pass, since torchrun's own parser reads it as an ambiguous
+    abbreviation of its ``--nnodes``/``--nproc-per-node``/... options.
+    """
+    p.add_argument(
+        "--num-samples",
+        "--n",
+        dest="num_samples",
+        type=int,
+        metavar="N",
+        help=f"{help} (--n: a short alias, not under torchrun)",
+        **kwargs,
+    )
+
+
 def add_runtime_arguments(p: argparse.ArgumentParser, *, raw_weights: bool = True) -> None:
-    """Add ``--device`` (and ``--raw-weights``) shared by the commands that run a model."""
+    """Add ``--device``, ``--progress`` (and ``--raw-weights``): the commands that run a model."""
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:K")
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bars and a line for each long step on stderr (default: when stderr "
+        "is a terminal)",
+    )
     if raw_weights:
         p.add_argument(
             "--raw-weights",
             action="store_true",
             help="use the raw weights instead of the EMA weights",
         )
+
+
+def progress_enabled(args: argparse.Namespace) -> bool:
+    """Whether to show progress: ``--progress``/``--no-progress``, else if stderr is a terminal."""
+    flag = getattr(args, "progress", None)
+    return bool(flag) if flag is not None else sys.stderr.isatty()
+
+
+def say(args: argparse.Namespace, text: str) -> None:
+    """Print ``scoresde <command>: text`` on stderr when progress is shown (a long step starts)."""
+    if progress_enabled(args):
+        print(f"scoresde {args.command}: {text}", file=sys.stderr, flush=True)
+
+
+def progress_bar(args: argparse.Namespace, total: int, desc: str, unit: str = "it") -> Any:
+    """A tqdm bar on stderr over ``total`` units when progress is shown, else ``None``."""
+    if not progress_enabled(args):
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, file=sys.stderr)
 
 
 def check_out(path: str, suffixes: Sequence[str]) -> Path:
@@ -145,6 +201,10 @@ def load_model(
         check_out(args.out, out)
     check_counts(args, *counts)
     device = resolve_device(args.device)
+    from .. import interop  # a local diffusers folder (diffusers is imported only there)
+
+    if interop.is_diffusers_folder(args.ckpt):
+        return interop.load_for_cli(args.ckpt, device), device  # type: ignore[return-value]
     ema = not getattr(args, "raw_weights", False)
     return load_trained(args.ckpt, device=device, ema=ema), device
 
@@ -182,6 +242,24 @@ def _one_line(err: BaseException) -> str:
     return " ".join(text.split())
 
 
+def _other_rank(name: str) -> bool:
+    """Whether this process is a rank > 0 of a ``torchrun`` launch of a one-process command.
+
+    Such a command runs on rank 0 alone (rank 0 says so); the other ranks skip it.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1 or _COMMANDS[name].distributed:
+        return False
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(
+            f"scoresde {name}: note: this command runs in one process; of the {world} "
+            f"processes torchrun started, rank 0 does the work and the others exit",
+            file=sys.stderr,
+        )
+        return False
+    return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``scoresde`` with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
     parser = build_parser()
@@ -190,6 +268,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     prog = f"scoresde {args.command}"
+    if _other_rank(args.command):
+        return 0
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:

@@ -16,13 +16,15 @@ import os
 import types
 import typing
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..train.config import CHOICES, FIELD_HELP, TrainConfig
 from .core import CLIError, Command
 
-__all__ = ["COMMAND", "NOT_FLAGS", "flag_fields", "train_config_from_args"]
+if TYPE_CHECKING:
+    from ..train import TrainResult
+
+__all__ = ["COMMAND", "NOT_FLAGS", "flag_fields", "train_config_from_args", "summary"]
 
 NOT_FLAGS = ("data_kwargs", "sde_kwargs", "model_kwargs", "betas")
 """TrainConfig fields without an option of their own: mappings and pairs (use ``--set``)."""
@@ -134,19 +136,33 @@ def _flag_values(args: argparse.Namespace) -> dict[str, Any]:
     return flags
 
 
+def _resumed_values(out: str | None) -> dict[str, Any]:
+    """The settings of the run in ``out`` that ``--resume`` continues.
+
+    Raises :class:`CLIError` when there is no run to resume: no ``--out``, no such folder, or
+    no checkpoint in it (checked first: without a run, no other option matters).
+    """
+    from ..checkpoint import load_checkpoint
+    from ..train.restore import resume_checkpoint
+
+    if not out:
+        raise CLIError("--resume needs --out, the folder of the run to continue")
+    try:
+        last = resume_checkpoint(out)
+    except ValueError as err:
+        raise CLIError(str(err)) from None
+    return dict(load_checkpoint(last, state=False).config["train"])
+
+
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     """Merge defaults < resumed checkpoint < ``--config`` file < flags < ``--set`` items."""
-    from ..checkpoint import latest_checkpoint, load_checkpoint
-
+    flags = _flag_values(args)
+    from_file = TrainConfig.read_yaml(args.config) if args.config else {}
     values: dict[str, Any] = {}
-    out = getattr(args, "out", None)
-    if args.resume and out:
-        last = latest_checkpoint(Path(out) / "checkpoints")
-        if last is not None:
-            values.update(load_checkpoint(last, state=False).config["train"])
-    if args.config:
-        values.update(TrainConfig.read_yaml(args.config))
-    values.update(_flag_values(args))
+    if args.resume:
+        values.update(_resumed_values(flags.get("out") or from_file.get("out")))
+    values.update(from_file)
+    values.update(flags)
     missing = [f"--{k}" for k in _REQUIRED if not values.get(k)]
     if missing:
         raise CLIError(
@@ -159,16 +175,36 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     return cfg
 
 
+def summary(result: TrainResult, steps: int) -> str:
+    """The line ``scoresde train`` prints about a finished :meth:`Trainer.fit` of ``steps``.
+
+    Counts the steps of this call (and, after a resume, the run's total and its cumulative
+    time); says so when a resumed run was already at ``steps`` and nothing was trained.
+    """
+    if result.steps_run == 0:
+        return (
+            f"nothing to train: the run in {result.out} is already at step {result.step} "
+            f"(--steps {steps}); newest checkpoint {result.checkpoint}. Raise --steps to "
+            f"train further"
+        )
+    if result.start_step == 0:
+        done = f"trained {result.steps_run} steps in {result.seconds:.1f} s"
+    else:
+        done = (
+            f"trained {result.steps_run} steps (from step {result.start_step} to "
+            f"{result.step}) in {result.seconds:.1f} s; the run has {result.step} steps in "
+            f"{result.total_seconds:.1f} s"
+        )
+    return f"{done}; final loss {result.loss:.4g}; checkpoint {result.checkpoint}"
+
+
 def _run(args: argparse.Namespace) -> int:
     from ..train import Trainer
 
     cfg = train_config_from_args(args)
     result = Trainer(cfg, resume=args.resume).fit()
     if int(os.environ.get("RANK", "0")) == 0:
-        print(
-            f"trained {result.step} steps in {result.seconds:.1f} s; final loss "
-            f"{result.loss:.4g}; checkpoint {result.checkpoint}"
-        )
+        print(summary(result, cfg.steps))
         if result.samples is not None:
             print(f"samples: {result.samples}")
     return 0
@@ -181,5 +217,6 @@ COMMAND = Command(
     _run,
     "Train a score model by denoising score matching. Runs under "
     "`torchrun --nproc_per_node=N -m scoresde train ...` with DDP.",
+    distributed=True,
 )
 """The ``scoresde train`` command."""

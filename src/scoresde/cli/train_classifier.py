@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from ..guidance import NoiseConditionalClassifier, save_classifier, train_classifier
-from .core import CLIError, Command, add_checkpoint_argument, add_runtime_arguments, load_model
+from .core import CLIError, Command, add_checkpoint_argument, add_runtime_arguments, load_model, say
 
 __all__ = ["COMMAND"]
 
@@ -51,6 +51,11 @@ def _run(args: argparse.Namespace) -> int:
         depth=args.depth,
         sigma_data=float(trained.data_info["sigma_data"]),
     ).to(device)
+    say(
+        args,
+        f"training a {clf.num_classes}-class classifier for {args.steps} steps (batch "
+        f"{args.batch_size}) on {device}",
+    )
     losses = train_classifier(
         clf,
         trained.sde,

@@ -10,7 +10,9 @@ so ``w = 1`` is the conditional score, ``w = 0`` the unconditional one and ``w >
 ``w`` with the implicit classifier ``p_t(y | x) ∝ p_t(x | y) / p_t(x)``. :func:`cfg` combines two
 score functions; :func:`cfg_from_labels` evaluates both halves of one label-conditional model in
 one batched call. ``ScoreModel.score_fn(y, guidance=w)`` and ``scoresde sample --guidance W`` are
-:func:`cfg_from_labels`.
+:func:`cfg_from_labels`. ``w < 0`` is allowed: ``u + w (c - u) = grad log p_t(x) + w grad log
+p_t(y | x)`` is the score of ``p(x) p(y | x)^w``, which samples away from class ``y`` (negative
+guidance).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Inverse problems with a score prior: imputation, linear measurements, exact posteriors."""
 
-from .impute import colorize, decoupling_basis, inpaint
+from .impute import IMPUTE_METHODS, TWISTS, colorize, decoupling_basis, inpaint
 from .linear import (
     METHODS,
+    SOLVERS,
     deblur,
     inpaint_linear,
     linear_posterior_score,
@@ -21,12 +22,16 @@ from .operators import (
     gaussian_kernel,
     random_projection,
 )
+from .particles import PosteriorSamples
 from .posterior import gaussian_mixture_conditional, gaussian_mixture_posterior
 from .smc import SMCResult, smc_linear, systematic_resample
 
 __all__ = [
     "inpaint",
     "colorize",
+    "IMPUTE_METHODS",
+    "TWISTS",
+    "PosteriorSamples",
     "decoupling_basis",
     "LinearOperator",
     "MatrixOperator",
@@ -40,6 +45,7 @@ __all__ = [
     "gaussian_mixture_posterior",
     "gaussian_mixture_conditional",
     "METHODS",
+    "SOLVERS",
     "tweedie_mean",
     "linear_posterior_score",
     "solve_linear",

@@ -75,6 +75,21 @@ class LinearOperator:
             (g,) = torch.autograd.grad(self._forward(x), x, grad_outputs=y)
         return g
 
+    def on_events(self, x_shape: tuple[int, ...]) -> LinearOperator:
+        """This operator for events of shape ``x_shape`` (the batch's ``x.shape[1:]``).
+
+        ``self`` when it has no fixed event shape or its ``x_shape`` is ``x_shape``; otherwise a
+        ``ValueError`` naming both shapes (a :class:`MatrixOperator` instead adapts to any event
+        shape of as many values as it has columns).
+        """
+        shape = _event_shape(x_shape)
+        if self.x_shape is None or self.x_shape == shape:
+            return self
+        raise ValueError(
+            f"the operator acts on events of shape {self.x_shape}, but x has event shape "
+            f"{shape}; build it for x_shape={shape}"
+        )
+
     def matrix(
         self, x_shape: tuple[int, ...] | None = None, dtype: torch.dtype = torch.float64
     ) -> Tensor:
@@ -87,6 +102,19 @@ class LinearOperator:
         return self(basis).reshape(d, -1).T.contiguous()
 
 
+def _event_shape(x_shape: tuple[int, ...] | torch.Size) -> tuple[int, ...]:
+    return tuple(int(s) for s in x_shape)
+
+
+def _check_columns(a: Tensor, shape: tuple[int, ...]) -> None:
+    """Raise ``ValueError`` unless the ``(m, d)`` matrix ``a`` acts on events of ``shape``."""
+    if math.prod(shape) != a.shape[1]:
+        raise ValueError(
+            f"the matrix A of shape {tuple(a.shape)} acts on events of {a.shape[1]} values, but "
+            f"the event shape {shape} holds {math.prod(shape)}; give A {math.prod(shape)} columns"
+        )
+
+
 class MatrixOperator(LinearOperator):
     """``y = A x.flatten()`` for a dense ``(m, d)`` matrix; ``y`` has shape ``(B, m)``."""
 
@@ -96,11 +124,22 @@ class MatrixOperator(LinearOperator):
             raise ValueError(
                 f"matrix must be a 2-D floating tensor (m, d), got {tuple(a.shape)} {a.dtype}"
             )
-        shape = tuple(x_shape) if x_shape is not None else (a.shape[1],)
-        if math.prod(shape) != a.shape[1]:
-            raise ValueError(f"x_shape {shape} does not hold d={a.shape[1]} values")
+        shape = _event_shape(x_shape) if x_shape is not None else (a.shape[1],)
+        _check_columns(a, shape)
         self.A = a
         super().__init__(self._apply, self._apply_t, x_shape=shape)
+
+    def on_events(self, x_shape: tuple[int, ...]) -> MatrixOperator:
+        """The same matrix on events of shape ``x_shape`` (``A`` acts on the flattened event).
+
+        Any event shape of ``d`` values fits a ``(m, d)`` matrix (e.g. ``(1, 8, 8)`` for
+        ``d = 64``); another size raises a ``ValueError`` naming both shapes.
+        """
+        shape = _event_shape(x_shape)
+        if shape == self.x_shape:
+            return self
+        _check_columns(self.A, shape)
+        return MatrixOperator(self.A, shape)
 
     def _on(self, ref: Tensor) -> Tensor:
         return self.A.to(device=ref.device, dtype=ref.dtype)
@@ -228,9 +267,15 @@ def random_projection(
 def as_operator(
     op: LinearOperator | Tensor, x_shape: tuple[int, ...] | None = None
 ) -> LinearOperator:
-    """Accept an operator or a dense matrix (wrapped as :class:`MatrixOperator`)."""
+    """Accept an operator or a dense matrix (wrapped as :class:`MatrixOperator`).
+
+    With ``x_shape`` (the event shape of the ``x`` it will be applied to) the operator is
+    fitted to it by :meth:`LinearOperator.on_events`: a ``(m, d)`` matrix acts on any event
+    shape of ``d`` values (e.g. ``(1, 8, 8)`` images for ``d = 64``); a mismatch raises a
+    ``ValueError`` naming both shapes.
+    """
     if isinstance(op, LinearOperator):
-        return op
+        return op if x_shape is None else op.on_events(x_shape)
     if isinstance(op, Tensor):
         return MatrixOperator(op, x_shape)
     raise TypeError(

@@ -16,7 +16,7 @@ from torch import Tensor
 from .._checks import check_choice, check_device, check_positive, check_tensor
 from ..sde import SDE, ScoreFn
 from .divergence import draw_probes
-from .flow import ProbabilityFlow
+from .flow import ProbabilityFlow, probability_flow
 from .rk import RHS, TABLEAUS, Norm, ODESolution, rms_norm, solve_ivp_batched
 
 __all__ = ["LikelihoodResult", "log_likelihood", "encode", "decode"]
@@ -224,7 +224,7 @@ def log_likelihood(
     """
     _check_common(score_fn, sde, x, "x", rtol, atol, method, eps)
     _check_estimator(divergence, probe, probes, generator, batch_size)
-    flow = ProbabilityFlow(score_fn, sde, tuple(x.shape[1:]))
+    flow = probability_flow(score_fn, sde, tuple(x.shape[1:]))
     v = None
     if divergence == "hutchinson":
         v = draw_probes(probe, x.shape[0], flow.dim, probes, generator, x)
@@ -288,7 +288,7 @@ def _transport(
 ) -> Tensor:
     """Check the inputs, then carry ``x`` from ``eps`` to ``T`` (``forward``) or back."""
     _check_common(score_fn, sde, x, name, solver.rtol, solver.atol, solver.method, eps)
-    flow = ProbabilityFlow(score_fn, sde, tuple(x.shape[1:]))
+    flow = probability_flow(score_fn, sde, tuple(x.shape[1:]))
     t_eps, t_end = _times(sde, x, eps)
     t_from, t_to = (t_eps, t_end) if forward else (t_end, t_eps)
     sol = solver.solve(flow, flow.drift(), flow.to_state(x, t_from), t_from, t_to)

@@ -24,6 +24,20 @@ integrand is the data's deviation from a unit Gaussian. By the instantaneous cha
 The hooks :meth:`ProbabilityFlow.time_and_sigma`, :meth:`~ProbabilityFlow.dsigma_du`,
 :meth:`~ProbabilityFlow.normaliser` and the two Gaussian terms each hold one of these equations,
 so another variable or state is a subclass that overrides them.
+
+Flow paths with ``s(T) = 0`` (:class:`DenoiserFlow`). At ``T`` of
+:class:`~scoresde.RectifiedFlow`, ``u = 1`` and ``sigma = inf``; the score form above is
+``inf - inf`` there. With ``score = (s D - x) / std^2`` (Tweedie) and ``q = sqrt((1 - u)^2 +
+kappa^2 u^2)`` the same ODE reads, for ``w = x / m``, ``m = sqrt(s^2 + std^2)`` (``= s k``)::
+
+    dw/du = -(D - (s/m) w) / (u q),        s/m = (1 - u) / q,
+    d log p / du (in w) = -(m tr(dD/dx) - d s/m) / (u q),
+    log p_eps(x) = log p_T(x_T) + A + d (log m(T) - log m(eps)),
+
+every coefficient finite on ``(0, 1]``. ``(s/m) w`` is the denoiser of unit-Gaussian data, so the
+integrand is again the data's deviation from a unit Gaussian. ``D`` and its divergence come from
+the score function's ``denoise(x, t)`` (:class:`~scoresde.sde.ScoreWithDenoiser`), so the solve
+starts (or ends) at ``T`` exactly with the exact prior.
 """
 
 from __future__ import annotations
@@ -36,10 +50,10 @@ import torch
 from torch import Tensor
 
 from .._checks import trusted_times
-from ..sde import SDE, ScoreFn
+from ..sde import SDE, ScoreFn, denoiser_of
 from .divergence import check_score, score_and_trace
 
-__all__ = ["SIGMA_FRAC_KAPPA", "ProbabilityFlow", "Frame"]
+__all__ = ["SIGMA_FRAC_KAPPA", "ProbabilityFlow", "DenoiserFlow", "Frame", "probability_flow"]
 
 SIGMA_FRAC_KAPPA = 0.6
 """Noise level at which ``u = sigma / (kappa + sigma)`` turns from ``~ sigma`` to
@@ -158,6 +172,70 @@ class ProbabilityFlow:
     def drift_and_divergence(self, probes: Tensor | None) -> _WithDivergence:
         """The right-hand side of the augmented state ``[w, A]`` using ``probes``."""
         return _WithDivergence(self, probes)
+
+
+class DenoiserFlow(ProbabilityFlow):
+    """The PF ODE of a flow path (``s(T) = 0``) in ``u`` and ``w``, driven by the denoiser.
+
+    ``score_fn`` here is the denoiser ``D(x, t) = E[x0 | x_t = x]``; the frame holds the
+    coefficients of the module docstring's ``D`` form (``dw/du = -a D - b w``,
+    ``dA/du = c tr(dD/dx) + c0``), finite up to and at ``u = 1``.
+    """
+
+    def u_of_t(self, t: Tensor) -> Tensor:
+        """``u = 1 / (1 + kappa / sigma)``: 1 at ``sigma = inf``."""
+        return 1.0 / (1.0 + SIGMA_FRAC_KAPPA / self.sde.sigma(t))
+
+    def scale_and_norm(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """``(s, m)`` at time ``t``: the scale and ``m = sqrt(s^2 + std^2)``."""
+        s = self.sde.scale(t)
+        return s, torch.sqrt(s * s + self.sde.std(t) ** 2)
+
+    def frame(self, u: Tensor) -> Frame:
+        """The ``D``-form coefficients at ``u`` (module docstring)."""
+        t = self.t_of_u(u)
+        m = self.scale_and_norm(t)[1]
+        q = torch.sqrt((1.0 - u) ** 2 + (SIGMA_FRAC_KAPPA * u) ** 2)
+        a = 1.0 / (u * q)
+        gauss = (1.0 - u) / q * a  # (s/m) / (u q)
+        return Frame(t, m, a, -gauss, -m * a, self.dim * gauss)
+
+    def to_state(self, x: Tensor, t: Tensor) -> Tensor:
+        """Flatten ``x`` at time ``t`` to the state ``x / m``."""
+        return x.reshape(x.shape[0], -1) / self.scale_and_norm(t)[1][:, None]
+
+    def from_state(self, w: Tensor, t: Tensor) -> Tensor:
+        """The data-space tensor ``m w`` at time ``t``."""
+        m = self.scale_and_norm(t)[1]
+        return (w * m[:, None]).reshape(w.shape[0], *self.event_shape)
+
+    def log_scale_correction(self, t0: Tensor, t1: Tensor) -> Tensor:
+        """``d (log m(t1) - log m(t0))``: the closed-form term of the log-density."""
+        return self.dim * (
+            torch.log(self.scale_and_norm(t1)[1]) - torch.log(self.scale_and_norm(t0)[1])
+        )
+
+
+NO_DENOISER = (
+    "{sde} has s(T) = 0: the probability-flow ODE at t = T needs E[x0 | x_T] from "
+    "score_fn.denoise(x, t) (the score there is -x / std(T)^2 whatever the data); pass a "
+    "ScoreModel's score_fn(), a GaussianMixture's score_fn(sde), "
+    "scoresde.parameterize.from_velocity(v, sde) or a scoresde.sde.ScoreWithDenoiser"
+)
+"""The error for a score function without ``denoise`` on a flow path."""
+
+
+def probability_flow(score_fn: ScoreFn, sde: SDE, event_shape: tuple[int, ...]) -> ProbabilityFlow:
+    """The PF ODE of ``sde``: :class:`DenoiserFlow` where ``s(T) = 0``, else the score form.
+
+    Raises ``ValueError`` on a flow path when ``score_fn`` has no ``denoise`` method.
+    """
+    if not sde.zero_terminal_snr:
+        return ProbabilityFlow(score_fn, sde, event_shape)
+    denoise = denoiser_of(score_fn)
+    if denoise is None:
+        raise ValueError(NO_DENOISER.format(sde=sde))
+    return DenoiserFlow(denoise, sde, event_shape)
 
 
 class _StagedRHS:

@@ -8,6 +8,7 @@ function (see its docstring).
 """
 
 from . import (  # noqa: F401  (register the samplers)
+    consistency,
     ddim,
     dpm_solver,
     edm,
@@ -26,6 +27,7 @@ from .base import (
     is_variance_exploding,
     is_variance_preserving,
     register,
+    sampler_help,
     sampler_table,
 )
 from .noise import CounterNoise
@@ -46,6 +48,7 @@ __all__ = [
     "Schedule",
     "SCHEDULES",
     "sampler_table",
+    "sampler_help",
 ]
 
 __doc__ = (__doc__ or "") + sampler_table()

@@ -19,7 +19,7 @@ from .._checks import (
     check_tensor,
     trusted_times,
 )
-from ..sde import SDE, ScoreFn
+from ..sde import SDE, ScoreFn, denoiser_of
 from .base import Context, SamplerSpec, get_sampler
 from .noise import CounterNoise
 from .schedules import Schedule, get_times
@@ -74,6 +74,9 @@ class _CheckedScore:
 
     def __init__(self, fn: ScoreFn, autocast: torch.dtype | None = None) -> None:
         self.fn, self.autocast = fn, autocast
+        den = denoiser_of(fn)
+        if den is not None:  # E[x0 | x_T] where s(T) = 0 (sampling.endpoint), checked alike
+            self.denoise = _CheckedScore(den, autocast)
 
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
         if self.autocast is None:
@@ -116,6 +119,7 @@ def sample(
     return_info: bool = False,
     batch_size: int | None = None,
     precision: str = "fp32",
+    noise_offset: int = 0,
     **options: Any,
 ) -> Any:
     """Draw samples by integrating the reverse SDE / probability-flow ODE from the prior.
@@ -161,7 +165,13 @@ def sample(
             2x faster on recent GPUs) and its output is cast back to ``dtype``; the sampler's
             updates stay in ``dtype``. Autocast converts float32 work only (float64 stays as
             it is). On a CPU, bf16 autocast works but is rarely faster.
-        **options: options of the chosen sampler (see its docstring).
+        noise_offset: the global index of this call's first sample: sample ``i`` gets the
+            noise of row ``noise_offset + i`` of one larger run with the same seed, so calls
+            with offsets ``0, k, 2k, ...`` and ``k`` rows each give the rows of one call with
+            ``batch_size=k`` (how :mod:`scoresde.shard` splits a run across processes).
+        **options: options of the chosen sampler: ``scoresde.sampler_help(sampler)`` lists
+            them with their defaults and describes the sampler (``scoresde sample --sampler
+            NAME --help-sampler`` on the command line).
 
     Returns:
         The samples, shaped ``shape``, on ``device`` in ``dtype``; a :class:`SampleResult` when
@@ -173,6 +183,8 @@ def sample(
     dev, dt = _resolve(device, dtype, generator, x_init)
     times = _times(spec, sde, steps, schedule, rho, eps, dev, dt)
     noise = CounterNoise.from_generator(generator)
+    if _check_noise_offset(noise_offset):
+        noise = CounterNoise(noise.seed, offset=noise_offset)
     checked = _CheckedScore(score_fn, PRECISIONS[precision])
     run = _Run(spec, checked, sde, generator, callback, progress, return_trajectory, denoise)
     x, nfe, traj = run.chunks(shape, times, noise, x_init, batch_size, options)
@@ -211,6 +223,13 @@ def _check_call(
     if batch_size is not None:
         _check_batch_size(batch_size)
     return shape
+
+
+def _check_noise_offset(offset: object) -> int:
+    """``noise_offset`` checked to be a non-negative int; returned."""
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise ValueError(f"noise_offset must be a non-negative int, got {offset!r}")
+    return offset
 
 
 def _check_batch_size(batch_size: object) -> None:
@@ -271,7 +290,7 @@ class _Run:
         trajs, nfe = [], 0
         for start in range(0, n, chunk):
             rows = (min(chunk, n - start), *shape[1:])
-            part_noise = noise if start == 0 else CounterNoise(noise.seed, offset=start)
+            part_noise = noise if start == 0 else CounterNoise(noise.seed, noise.offset + start)
             part_init = None if x_init is None else x_init[start : start + rows[0]]
             x = self._initial_state(rows, part_noise, part_init, times)
             x, calls, traj = self.batch(x, times, part_noise, options)

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_choice
-from ..sde import EDMSDE, SDE, VESDE, VPSDE, ReverseSDE, ScoreFn, SubVPSDE
+from ..sde import EDMSDE, SDE, VESDE, VPSDE, RectifiedFlow, ReverseSDE, ScoreFn, SubVPSDE
 from .noise import CounterNoise
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "get_sampler",
     "available_samplers",
     "sampler_table",
+    "sampler_help",
     "is_variance_preserving",
     "is_variance_exploding",
 ]
@@ -205,6 +206,7 @@ _NAMED_SDES: tuple[tuple[str, Callable[[], SDE]], ...] = (
     ("VP", VPSDE),
     ("sub-VP", SubVPSDE),
     ("EDM", EDMSDE),
+    ("RF", RectifiedFlow),
 )
 
 
@@ -240,6 +242,50 @@ def sampler_table() -> str:
         return "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
 
     return "\n".join([rule, line(head), rule, *map(line, rows), rule]) + "\n"
+
+
+def _options_text(fn: SamplerFn) -> list[str]:
+    """``name: type = default`` of each option (keyword-only parameter) of a sampler."""
+    lines = []
+    for p in inspect.signature(fn).parameters.values():
+        if p.kind is p.KEYWORD_ONLY:
+            ann = p.annotation  # a string under ``from __future__ import annotations``
+            hint = "" if ann is p.empty else f": {ann if isinstance(ann, str) else ann.__name__}"
+            lines.append(f"  {p.name}{hint} = {p.default!r}")
+    return lines or ["  (none)"]
+
+
+def _schedule_text(spec: SamplerSpec) -> str:
+    if spec.schedule is None:
+        return "the SDE's default"
+    if callable(spec.schedule):
+        return f"chosen by the number of steps ({spec.schedule.__name__})"
+    return str(spec.schedule)
+
+
+def sampler_help(name: str) -> str:
+    """What the registered sampler ``name`` does, its contract and its options, as text.
+
+    The options are the keyword arguments :func:`scoresde.sample` passes on to it
+    (``sample(score, sde, shape, sampler=name, option=value)``); the text ends with the
+    sampler function's docstring (its method and the paper it follows). ``scoresde sample
+    --sampler NAME --help-sampler`` prints the same.
+    """
+    spec = get_sampler(name)
+    stochastic = "stochastic" if spec.stochastic else "deterministic"
+    lines = [
+        f"sampler {spec.name!r}: {spec.description}",
+        f"order {_orders_text(spec.orders)}, {stochastic}, {spec.evals_per_step} score "
+        f"evaluation(s) per step; SDEs: {_sdes_text(spec)}"
+        + (f" ({spec.requirement})" if spec.requirement else ""),
+        f"schedule: {_schedule_text(spec)}; final denoising step: "
+        f"{'yes' if spec.denoise else 'no'} (denoise=)",
+        "options (keyword arguments of scoresde.sample):",
+        *_options_text(spec.fn),
+        "",
+        inspect.getdoc(spec.fn) or "",
+    ]
+    return "\n".join(lines).rstrip() + "\n"
 
 
 def _grid(sde: SDE) -> Tensor:

@@ -14,9 +14,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .._checks import check_nonnegative
+from .._checks import check_choice, check_nonnegative
 from .base import Context, register
-from .multistep import History, corrector_update, multistep_update, phi2
+from .multistep import SOLVER_TYPES, History, corrector_update, multistep_update, phi2
 from .sigma import SigmaGrid, denoiser, run_in_sigma
 
 __all__ = ["dpm_solver", "dpm_solver_sde"]
@@ -53,11 +53,18 @@ class _Solver:
     """One DPM-Solver++ run: the grid in ``lambda`` and the history of denoiser outputs."""
 
     def __init__(
-        self, ctx: Context, times: Tensor, order: int, lower_order_final: bool, start_2s: bool
+        self,
+        ctx: Context,
+        times: Tensor,
+        order: int,
+        lower_order_final: bool,
+        start_2s: bool,
+        solver_type: str = "heun",
     ) -> None:
         self.ctx, self.grid = ctx, SigmaGrid.of(ctx.sde, times)
         self.lam = self.grid.lambdas()
         self.order, self.lower_order_final = _check_order(order), lower_order_final
+        self.solver_type = check_choice("solver_type", solver_type, SOLVER_TYPES)
         self.start_2s = start_2s and self.order == 3 and self.grid.steps > 1
         self.hist = History()
 
@@ -85,7 +92,10 @@ class _Solver:
         """The multistep update of order ``k`` over step ``i`` (with noise when ``eta > 0``)."""
         noise = self.ctx.randn_like(x_hat) if eta > 0 else None
         h = self.hist
-        return multistep_update(x_hat, self.lam[i], self.lam[i + 1], h.dens, h.lams, k, eta, noise)
+        lam, lam_next = self.lam[i], self.lam[i + 1]
+        return multistep_update(
+            x_hat, lam, lam_next, h.dens, h.lams, k, eta, noise, self.solver_type
+        )
 
     def correct(self, i: int, x_hat: Tensor, den_next: Tensor, k: int) -> Tensor:
         """Step ``i`` redone with ``D`` at its predicted end point (order ``k``)."""
@@ -138,6 +148,7 @@ def dpm_solver(
     lower_order_final: bool = False,
     singlestep_start: bool = False,
     corrector: bool = False,
+    solver_type: str = "heun",
 ) -> Tensor:
     """DPM-Solver++ multistep in log-SNR on the PF ODE, optional UniC corrector (1 NFE a step).
 
@@ -155,8 +166,15 @@ def dpm_solver(
         corrector: add the UniC-style corrector (:func:`.multistep.corrector_update`, no extra
             NFE): the denoiser at the predicted point corrects the step it ends (UniPC's idea
             on top of the DPM-Solver++ predictor).
+        solver_type: the form of the order-2 multistep term (:mod:`.multistep`): ``"heun"``
+            (default, the ``phi_2`` weight; diffusers' ``solver_type="heun"``) or
+            ``"midpoint"`` (Lu et al. 2022, Algorithm 2; diffusers' default). With
+            ``order=2``, ``schedule=m.times(scheduler.timesteps)`` and ``denoise=True`` either
+            reproduces diffusers' ``DPMSolverMultistepScheduler(algorithm_type="dpmsolver++",
+            solver_order=2)`` of that ``solver_type`` step for step
+            (:func:`scoresde.interop.from_diffusers`).
     """
-    solver = _Solver(ctx, times, order, lower_order_final, singlestep_start)
+    solver = _Solver(ctx, times, order, lower_order_final, singlestep_start, solver_type)
     if corrector:
         return _multistep_corrected(ctx, x, solver)
     return _multistep(ctx, x, solver)
@@ -171,6 +189,7 @@ def dpm_solver_sde(
     order: int = 2,
     eta: float = 1.0,
     lower_order_final: bool = False,
+    solver_type: str = "heun",
 ) -> Tensor:
     """SDE-DPM-Solver++ multistep in log-SNR: the stochastic variant, eta = 1 by default.
 
@@ -178,6 +197,8 @@ def dpm_solver_sde(
         order: 1, 2 or 3, as for ``dpm_solver``.
         eta: the noise scale ``>= 0`` (0: DPM-Solver++ on the probability-flow ODE).
         lower_order_final: lower the order over the last steps.
+        solver_type: ``"heun"`` or ``"midpoint"``, as for ``dpm_solver``.
     """
     eta = check_nonnegative("eta", eta)
-    return _multistep(ctx, x, _Solver(ctx, times, order, lower_order_final, False), eta)
+    solver = _Solver(ctx, times, order, lower_order_final, False, solver_type)
+    return _multistep(ctx, x, solver, eta)

@@ -26,7 +26,9 @@ def fast_schedule(steps: int) -> Schedule:
     ``schedule=Schedule("logsnr", sigma_min=..., sigma_max=...)`` with ``sigma_min`` near the
     data's finest detail and ``sigma_max`` far above the data's spread. Starting below
     ``sigma(T)`` draws the start from an isotropic Gaussian that only approximates the noised
-    data (biased mode masses when the data lie far from the origin).
+    data (biased mode masses when the data lie far from the origin). On a flow path
+    (``s(T) = 0``, e.g. :class:`~scoresde.RectifiedFlow`) the grid starts at ``T`` exactly,
+    where the prior is exact, and ``sigma_max`` is the noise level of its second point.
     """
     if steps <= 5:
         return Schedule("logsnr", sigma_min=0.15, sigma_max=40.0)

@@ -21,6 +21,11 @@ with ``h = lambda_t - lambda_s``, ``phi_2(u) = (e^{-u} - 1)/u + 1``,
 the divided differences of the denoiser outputs in units of ``h``. The exact weight of
 ``h^2 D''`` is ``-phi_3`` (``int_0^h e^{u-h} u^2/2 du = -h^2 phi_3(h)``), hence the factor 2
 on ``D_2``.
+
+The second-order term has two forms (diffusers' ``solver_type``): ``"heun"``, the weight
+``phi_2(u)`` above (the exact integral of the linear interpolant of ``D``; the default here), and
+``"midpoint"``, the weight ``(1 - e^{-u}) / 2`` (DPM-Solver++(2M) as written in Lu et al. 2022,
+Algorithm 2; diffusers' default). Both are second order; they differ by ``O(h^3)`` per step.
 """
 
 from __future__ import annotations
@@ -28,7 +33,18 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["phi2", "phi3", "History", "multistep_update", "corrector_update"]
+__all__ = [
+    "phi2",
+    "phi3",
+    "SOLVER_TYPES",
+    "first_difference_weight",
+    "History",
+    "multistep_update",
+    "corrector_update",
+]
+
+SOLVER_TYPES = ("heun", "midpoint")
+"""The forms of the second-order multistep term (:func:`first_difference_weight`)."""
 
 
 def phi2(u: Tensor) -> Tensor:
@@ -39,6 +55,16 @@ def phi2(u: Tensor) -> Tensor:
 def phi3(u: Tensor) -> Tensor:
     """``phi_3(u) = phi_2(u) / u - 1/2``, minus the weight of ``h^2 D'' / 2``."""
     return phi2(u) / u - 0.5
+
+
+def first_difference_weight(u: Tensor, solver_type: str = "heun") -> Tensor:
+    """The weight of the first divided difference ``D_1`` in a second-order multistep step.
+
+    ``"heun"``: ``phi_2(u)``; ``"midpoint"``: ``(1 - e^{-u}) / 2`` (module docstring).
+    """
+    if solver_type == "midpoint":
+        return -0.5 * torch.expm1(-u)
+    return phi2(u)
 
 
 class History:
@@ -65,11 +91,14 @@ def multistep_update(
     order: int,
     eta: float,
     noise: Tensor | None,
+    solver_type: str = "heun",
 ) -> Tensor:
     """One multistep DPM-Solver++ step of ``order`` from ``lam`` to ``lam_next`` (module formula).
 
     ``dens``/``lams`` hold the latest denoiser outputs and their ``lambda`` (newest last, at
-    least ``order`` of them); ``noise`` is the standard normal draw of the SDE variant.
+    least ``order`` of them); ``noise`` is the standard normal draw of the SDE variant;
+    ``solver_type`` the form of the order-2 term (``"heun"`` or ``"midpoint"``; order 3 has one
+    form).
     """
     h = lam_next - lam
     u = (1.0 + eta) * h
@@ -78,7 +107,7 @@ def multistep_update(
         r0 = (lams[-1] - lams[-2]) / h
         d1_0 = (dens[-1] - dens[-2]) / r0
         if order == 2:
-            x_next = x_next + phi2(u) * d1_0
+            x_next = x_next + first_difference_weight(u, solver_type) * d1_0
         else:
             r1 = (lams[-2] - lams[-3]) / h
             d1_1 = (dens[-2] - dens[-3]) / r1

@@ -12,6 +12,7 @@ from torch import Tensor
 
 from .._checks import check_choice, check_positive
 from .base import Context, register
+from .endpoint import prior_denoise, starts_at_prior
 
 __all__ = ["ode", "ADAPTIVE_METHODS", "FIXED_METHODS"]
 
@@ -41,7 +42,8 @@ def ode(
     """The probability-flow ODE by an adaptive torchdiffeq solver (reports NFE).
 
     The ODE is ``dx/dt = f(t) x - g(t)^2 score(x, t) / 2`` (Song et al. 2021, eq. 13), the drift
-    of :meth:`scoresde.SDE.reverse` with ``probability_flow=True``.
+    of :meth:`scoresde.SDE.reverse` with ``probability_flow=True`` (in closed form at ``T`` of a
+    flow path, :meth:`scoresde.ReverseSDE.prior_drift`).
 
     Options:
         rtol, atol: tolerances of the adaptive solver.
@@ -60,8 +62,13 @@ def ode(
     method = check_choice("method", method, ADAPTIVE_METHODS + FIXED_METHODS)
     rtol, atol = check_positive("rtol", rtol), check_positive("atol", atol)
     pf = ctx.reverse(probability_flow=True)
+    at_prior, top = starts_at_prior(ctx, times), times[0]
 
     def drift(t: Tensor, y: Tensor) -> Tensor:  # torchdiffeq's argument order
+        # T of a flow path (s(T) = 0): the closed-form drift; the adaptive solver reads its
+        # error norm every step anyway, so this read costs no extra synchronisation in kind
+        if at_prior and bool(t >= top):
+            return pf.prior_drift(y, t, prior_denoise(ctx, y, t))
         return pf.drift(y, t)
 
     options: dict[str, object] = {}

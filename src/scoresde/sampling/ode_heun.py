@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from .base import Context, register
+from .endpoint import prior_denoise, starts_at_prior
 
 __all__ = ["ode_heun"]
 
@@ -15,13 +16,18 @@ def ode_heun(ctx: Context, x: Tensor, times: Tensor) -> Tensor:
 
     ``x' = x + h d(x, t_i)``; ``x <- x + h (d(x, t_i) + d(x', t_{i+1})) / 2``, where ``d`` is
     the probability-flow drift ``f x - g^2 score / 2`` (Song et al. 2021, eq. 13) of
-    :meth:`scoresde.SDE.reverse`.
+    :meth:`scoresde.SDE.reverse`; at ``T`` of a flow path (``s(T) = 0``) its closed form
+    ``s' D + (std'/std) x`` (:meth:`scoresde.ReverseSDE.prior_drift`).
     """
     pf = ctx.reverse(probability_flow=True)
+    at_prior = starts_at_prior(ctx, times)
     for i in range(times.numel() - 1):
         t, t_next = times[i], times[i + 1]
         h = t_next - t
-        d = pf.drift(x, t)
+        if at_prior and i == 0:
+            d = pf.prior_drift(x, t, prior_denoise(ctx, x, t))
+        else:
+            d = pf.drift(x, t)
         x_pred = x + h * d
         x = x + 0.5 * h * (d + pf.drift(x_pred, t_next))
         ctx.report(i, t_next, x)

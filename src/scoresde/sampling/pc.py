@@ -16,7 +16,8 @@ from .._checks import check_choice, check_int, check_positive
 from ..sde import SDE
 from .base import Context, get_sampler, register
 from .correctors import CORRECTORS, Corrector
-from .predictors import PREDICTORS, Step
+from .endpoint import starts_at_prior
+from .predictors import PREDICTORS, Step, prior_predictor_step
 
 __all__ = ["pc", "langevin", "PCSteps", "pc_steps", "pc_loop"]
 
@@ -82,15 +83,23 @@ def pc_loop(
     a predictor the state is rescaled by ``s(t_next) / s(t)`` between times, and the corrector
     runs once more at the final time (annealed Langevin dynamics, Alg. 3). With ``project``, the
     state is projected before the corrector steps at each time and after each of them. Returns
-    the noise-free mean of the last step.
+    the noise-free mean of the last step. From ``T`` of a flow path (``s(T) = 0``) the corrector
+    runs with ``alpha = 1`` on the exact prior and the first predictor step is the closed form
+    of :func:`.predictors.prior_predictor_step` (the probability flow's without a predictor).
     """
     sde, n = ctx.sde, times.numel() - 1
+    at_prior = starts_at_prior(ctx, times)
     for i in range(n):
         t, t_next = times[i], times[i + 1]
         if project is not None:
             x = project(x, t)
-        x, x_mean = _correct(ctx, x, t, (sde.scale(t_next) / sde.scale(t)) ** 2, steps, project)
-        if steps.predictor is not None:
+        first = at_prior and i == 0
+        alpha = 1.0 if first else (sde.scale(t_next) / sde.scale(t)) ** 2
+        x, x_mean = _correct(ctx, x, t, alpha, steps, project)
+        if first:
+            stochastic = steps.predictor is not None
+            x, x_mean = prior_predictor_step(ctx, x, t, t_next, stochastic, i == n - 1)
+        elif steps.predictor is not None:
             x, x_mean = steps.predictor(ctx, x, t, t_next, i == n - 1)
         else:  # carry the state to the next noise level's scale
             ratio = sde.scale(t_next) / sde.scale(t)

@@ -14,11 +14,13 @@ import torch
 from torch import Tensor
 
 from .base import Context, is_variance_exploding, is_variance_preserving, register
+from .endpoint import prior_step, starts_at_prior
 
 __all__ = [
     "em_step",
     "reverse_diffusion_step",
     "ancestral_step",
+    "prior_predictor_step",
     "PREDICTORS",
     "euler_maruyama",
     "reverse_diffusion",
@@ -102,10 +104,32 @@ ANCESTRAL_REQUIREMENT = (
 )
 
 
+def prior_predictor_step(
+    ctx: Context, x: Tensor, t: Tensor, t_next: Tensor, stochastic: bool, last: bool
+) -> tuple[Tensor, Tensor]:
+    """The first step from ``T`` of a flow path (``s(T) = 0``), in closed form (:mod:`.endpoint`).
+
+    Stochastic: the reverse SDE's ``x' ~ N(s' D, std'^2 I)`` (its infinite diffusion at ``T``
+    forgets ``x``; the noise-free mean when ``last``). Otherwise the probability flow's
+    ``x' = s' D + std' x / std(T)``. Returns ``(x', mean)``.
+    """
+    (mean, std), _ = prior_step(ctx, x, t, t_next, probability_flow=not stochastic)
+    return _finish(ctx, mean, std, last) if stochastic else (mean, mean)
+
+
 def run_predictor(ctx: Context, x: Tensor, times: Tensor, step: Step) -> Tensor:
-    """Apply ``step`` over the grid; the last step is noise-free."""
+    """Apply ``step`` over the grid; the last step is noise-free.
+
+    A grid that starts at ``T`` of a flow path takes its first step by
+    :func:`prior_predictor_step`.
+    """
     n = times.numel() - 1
-    for i in range(n):
+    start = 0
+    if starts_at_prior(ctx, times):
+        x, x_mean = prior_predictor_step(ctx, x, times[0], times[1], True, n == 1)
+        ctx.report(0, times[1], x, x_mean=x_mean)
+        start = 1
+    for i in range(start, n):
         x, x_mean = step(ctx, x, times[i], times[i + 1], i == n - 1)
         ctx.report(i, times[i + 1], x, x_mean=x_mean)
     return x

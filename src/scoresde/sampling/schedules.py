@@ -5,6 +5,11 @@ in the noise level sigma (EDM eq. 5), ``"logsnr"`` uniform in log-SNR ``-2 log s
 as a tensor of times, or as a :class:`Schedule` object that also fixes ``rho`` and the end point.
 Named schedules are built in the SDE's noise level and mapped back to time with ``sde.sigma_inv``,
 so they work for every SDE.
+
+A flow path with ``s(T) = 0`` (:class:`~scoresde.RectifiedFlow`) has ``sigma(T) = inf``. Its grids
+always start at ``T`` exactly, where the prior is exact and the samplers take a closed-form first
+step; the schedules in sigma (``karras``, ``logsnr``) then run from the second point ``t_1`` on:
+``t_1`` is one uniform step below ``T``, or the time of ``Schedule(sigma_max=...)`` when given.
 """
 
 from __future__ import annotations
@@ -34,7 +39,9 @@ class Schedule:
         sigma_min: the final noise level instead of ``eps`` (mapped to time by the SDE).
         sigma_max: start at this noise level instead of at ``T`` (the sampler then starts from
             an isotropic Gaussian with the prior's std rescaled to that level). Useful when the
-            data scale is far below ``sigma(T)``: few-step samplers spend no step up there.
+            data scale is far below ``sigma(T)``: few-step samplers spend no step up there. On
+            a flow path (``s(T) = 0``) the grid still starts at ``T`` and ``sigma_max`` is the
+            noise level of its second point.
     """
 
     kind: str = "karras"
@@ -53,8 +60,11 @@ class Schedule:
             raise ValueError(f"Schedule needs sigma_min < sigma_max, got {lo} and {hi}")
 
     def start_time(self, sde: SDE) -> float:
-        """The first time of the grid: ``T``, or the time of ``sigma_max`` (at most ``T``)."""
-        if self.sigma_max is None:
+        """The first time of the grid: ``T``, or the time of ``sigma_max`` (at most ``T``).
+
+        Always ``T`` on a flow path (``s(T) = 0``), see the module docstring.
+        """
+        if self.sigma_max is None or sde.zero_terminal_snr:
             return sde.T
         sig = torch.tensor(check_positive("sigma_max", self.sigma_max), dtype=torch.float64)
         return min(float(sde.sigma_inv(sig)), sde.T)
@@ -86,9 +96,9 @@ def get_times(
         return _user_times(sde, schedule, device, dtype)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
-    t_start = sde.T
+    t_start, sigma_max = sde.T, None
     if isinstance(schedule, Schedule):
-        t_start = schedule.start_time(sde)
+        t_start, sigma_max = schedule.start_time(sde), schedule.sigma_max
         eps, rho, schedule = schedule.end_time(sde, eps), schedule.rho, schedule.kind
     if schedule is not None and not isinstance(schedule, str):
         raise TypeError(
@@ -99,8 +109,43 @@ def get_times(
     t_end = float(sde.eps if eps is None else eps)
     if not 0 < t_end < t_start:
         raise ValueError(f"eps must lie in (0, T) = (0, {t_start}), got {t_end}")
-    times = _named_times(sde, name, steps, t_start, t_end, rho)
+    if (
+        sde.zero_terminal_snr
+        and t_start >= sde.T
+        and (sigma_max is not None or name in ("karras", "logsnr"))
+    ):
+        times = _from_flow_end(sde, name, steps, t_start, t_end, rho, sigma_max)
+    else:
+        times = _named_times(sde, name, steps, t_start, t_end, rho)
     return _check_grid(sde, times.to(device=device, dtype=dtype))
+
+
+def _from_flow_end(
+    sde: SDE,
+    name: str,
+    steps: int,
+    t_start: float,
+    t_end: float,
+    rho: float,
+    sigma_max: float | None,
+) -> Tensor:
+    """``T``, then the named schedule from ``t_1`` to ``t_end`` (``sigma(T) = inf``).
+
+    ``t_1`` is the time of ``sigma_max``, else one uniform step below ``T`` (module docstring).
+    """
+    ends = torch.tensor([t_start, t_end], dtype=torch.float64)
+    if steps == 1:
+        return ends
+    if sigma_max is None:
+        t1 = t_start - (t_start - t_end) / steps
+    else:
+        t1 = float(sde.sigma_inv(torch.tensor(sigma_max, dtype=torch.float64)))
+        if not t_end < t1 < t_start:
+            raise ValueError(
+                f"sigma_max={sigma_max} must lie between the noise levels of eps and T "
+                f"(times {t_end:.3g} and {t_start:.3g}); got its time {t1:.3g}"
+            )
+    return torch.cat([ends[:1], _named_times(sde, name, steps - 1, t1, t_end, rho)])
 
 
 def _user_times(

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from ..sde import SDE
 from .base import Context
+from .endpoint import prior_step, starts_at_prior
 
 __all__ = ["denoiser", "SigmaGrid", "SigmaStep", "run_in_sigma"]
 
@@ -79,10 +80,19 @@ SigmaStep = Callable[[int, Tensor], tuple[Tensor, Tensor]]
 def run_in_sigma(ctx: Context, x: Tensor, grid: SigmaGrid, step: SigmaStep) -> Tensor:
     """Scale ``x`` to ``x_hat``, apply ``step`` on every interval of ``grid``, scale back.
 
-    After step ``i`` the state ``s_{i+1} x_hat`` is reported with ``denoised=D``.
+    After step ``i`` the state ``s_{i+1} x_hat`` is reported with ``denoised=D``. A grid that
+    starts where ``s = 0`` (``sigma = inf``: ``T`` of a flow path) takes its first step in
+    closed form, ``x_hat_1 = D + sigma_1 x / std(T)`` (the limit of Euler in sigma, DDIM and
+    DPM-Solver++(1), :mod:`.endpoint`), and ``step`` runs from the second interval on.
     """
-    x_hat = x / grid.s[0]
-    for i in range(grid.steps):
+    start = 0
+    if starts_at_prior(ctx, grid.times):
+        (x, _), den = prior_step(ctx, x, grid.times[0], grid.times[1], probability_flow=True)
+        if ctx.active:
+            ctx.report(0, grid.times[1], x, denoised=den)
+        start = 1
+    x_hat = x / grid.s[start]
+    for i in range(start, grid.steps):
         x_hat, den = step(i, x_hat)
         if ctx.active:
             ctx.report(i, grid.times[i + 1], grid.s[i + 1] * x_hat, denoised=den)

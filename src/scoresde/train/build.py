@@ -12,7 +12,7 @@ from .._checks import check_choice
 from ..data import ArrayDataset, load_dataset
 from ..data.dataset import make_info
 from ..parameterize import ScoreModel
-from ..sde import EDMSDE, SDE, VESDE, VPSDE, SubVPSDE
+from ..sde import EDMSDE, SDE, VESDE, VPSDE, RectifiedFlow, SubVPSDE
 from .config import TrainConfig
 
 __all__ = [
@@ -30,6 +30,7 @@ SDE_CLASSES: dict[str, Callable[..., SDE]] = {
     "ve": VESDE,
     "subvp": SubVPSDE,
     "edm": EDMSDE,
+    "rectified_flow": RectifiedFlow,
 }
 
 

@@ -18,12 +18,14 @@ from typing import Any, NamedTuple
 import yaml
 
 from .._checks import check_choice
+from .coupling import COUPLINGS
 
 __all__ = [
     "TrainConfig",
     "SDE_NAMES",
     "WEIGHTINGS",
     "TIME_SAMPLINGS",
+    "COUPLINGS",
     "PRECISIONS",
     "OPTIMIZERS",
     "CHOICES",
@@ -31,10 +33,10 @@ __all__ = [
     "FIELD_HELP",
 ]
 
-SDE_NAMES = ("vp", "ve", "subvp", "edm")
+SDE_NAMES = ("vp", "ve", "subvp", "edm", "rectified_flow")
 WEIGHTINGS = ("auto", "sigma2", "likelihood", "none", "natural")
-TIME_SAMPLINGS = ("auto", "uniform", "edm")
-PARAMETERIZATIONS = ("auto", "score", "scaled_score", "eps", "x0", "v", "edm")
+TIME_SAMPLINGS = ("auto", "uniform", "edm", "logit_normal")
+PARAMETERIZATIONS = ("auto", "score", "scaled_score", "eps", "x0", "v", "edm", "flow")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 OPTIMIZERS = ("adam", "adamw")
 MODELS = ("auto", "mlp", "unet", "unet_cifar")
@@ -44,6 +46,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "parameterization": PARAMETERIZATIONS,
     "weighting": WEIGHTINGS,
     "time_sampling": TIME_SAMPLINGS,
+    "coupling": COUPLINGS,
+    "objective": ("dsm", "consistency"),
     "precision": PRECISIONS,
     "optimizer": OPTIMIZERS,
 }
@@ -58,6 +62,8 @@ _FLOAT_FIELDS = (
     "eps_train",
     "sigma_data",
     "grad_clip",
+    "logit_mean",
+    "logit_std",
 )
 _INT_FIELDS = (
     "steps",
@@ -84,6 +90,11 @@ STRUCTURAL = (
     "class_conditional",
     "weighting",
     "time_sampling",
+    "logit_mean",
+    "logit_std",
+    "coupling",
+    "objective",
+    "teacher",
     "sigma_data",
     "batch_size",
     "seed",
@@ -107,7 +118,8 @@ class TrainConfig:
     data_kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra options for the data loader (e.g. ``n`` for toy sets, ``flip``)."""
     sde: str = "vp"
-    """Forward SDE: ``vp``, ``ve``, ``subvp`` or ``edm``."""
+    """Forward SDE: ``vp``, ``ve``, ``subvp``, ``edm`` or ``rectified_flow`` (the flow path
+    ``x_t = (1 - t) x0 + t z``, :class:`scoresde.RectifiedFlow`)."""
     sde_kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra SDE parameters (e.g. ``beta_max``, ``sigma_max``)."""
     model: str = "auto"
@@ -117,7 +129,8 @@ class TrainConfig:
     """Extra network options (widths, depth, attention resolutions, dropout, ...)."""
     parameterization: str = "auto"
     """Network output (see :mod:`scoresde.parameterize`): ``score``, ``scaled_score``, ``eps``,
-    ``x0``, ``v``, ``edm`` or ``auto`` (``edm``, EDM preconditioning, for every SDE)."""
+    ``x0``, ``v``, ``edm``, ``flow`` (the velocity) or ``auto`` (``flow`` for
+    ``rectified_flow``, else ``edm``, EDM preconditioning)."""
     sigma_data: float | None = None
     """Data standard deviation for the parameterisation (``None``: measured on the data)."""
     class_conditional: bool = False
@@ -126,11 +139,27 @@ class TrainConfig:
     """Probability of dropping the label in training (classifier-free guidance)."""
     weighting: str = "auto"
     """Loss weighting: ``sigma2`` (std^2), ``likelihood`` (g^2), ``none``, ``natural`` (the
-    parameterisation's own MSE; EDM's loss for ``edm``) or ``auto`` (``natural`` for the EDM SDE
-    with the ``edm`` parameterisation, else ``sigma2``)."""
+    parameterisation's own MSE; EDM's loss for ``edm``, conditional flow matching for ``flow``)
+    or ``auto`` (``natural`` for the EDM SDE with the ``edm`` parameterisation and for ``flow``,
+    else ``sigma2``)."""
     time_sampling: str = "auto"
-    """Training times: ``uniform`` in ``[eps_train, T]``, ``edm`` (log-normal noise levels) or
-    ``auto`` (``edm`` for the EDM SDE, else ``uniform``)."""
+    """Training times: ``uniform`` in ``[eps_train, T]``, ``edm`` (log-normal noise levels),
+    ``logit_normal`` (``t = sigmoid(logit_mean + logit_std n)``, Esser et al. 2024) or ``auto``
+    (``edm`` for the EDM SDE, else ``uniform``)."""
+    logit_mean: float = 0.0
+    """Location ``m`` of ``time_sampling: logit_normal``."""
+    logit_std: float = 1.0
+    """Scale ``s > 0`` of ``time_sampling: logit_normal``."""
+    objective: str = "dsm"
+    """What is trained: ``dsm`` (a score model by denoising score matching) or ``consistency``
+    (a consistency model, :mod:`scoresde.consistency`: distilled from ``teacher`` when set,
+    else iCT consistency training with no teacher)."""
+    teacher: str = ""
+    """The score-model run a ``consistency`` objective distils (empty: no teacher)."""
+    coupling: str = "independent"
+    """Pairing of data and noise in a batch (:mod:`scoresde.train.coupling`): ``independent``,
+    ``ot`` (minibatch optimal transport by an exact assignment; at most 2048 per process) or
+    ``pairs`` (fixed reflow pairs: ``data`` is a file of ``scoresde reflow``)."""
     eps_train: float = 1e-5
     """Smallest training time ``t ~ U(eps_train, T)``."""
     steps: int = 10000
@@ -181,10 +210,11 @@ class TrainConfig:
     """Write a sample grid from the EMA weights every this many steps (0: only at the end)."""
     sample_n: int = 64
     """Number of samples in each grid (0: no sample plots)."""
-    sample_steps: int = 250
-    """Sampler steps for the grids."""
-    sampler: str = "euler_maruyama"
-    """Sampler for the grids."""
+    sample_steps: int = 10
+    """Sampler steps for the grids (with the default ``fast`` sampler: NFE 11)."""
+    sampler: str = "fast"
+    """Sampler for the grids: by default the few-step ``fast`` sampler, so that a grid costs 11
+    network evaluations instead of the 250 of Euler-Maruyama (benchmarks/train_grid.py)."""
     progress: bool = True
     """Show a progress bar."""
     tensorboard: bool = True
@@ -231,6 +261,8 @@ class TrainConfig:
             raise ValueError(f"ema_decay must lie in [0, 1), got {self.ema_decay}")
         if not 0.0 <= self.class_dropout < 1.0:
             raise ValueError(f"class_dropout must lie in [0, 1), got {self.class_dropout}")
+        if not 0 < self.logit_std < float("inf"):
+            raise ValueError(f"logit_std must be a finite number > 0, got {self.logit_std}")
         if not 0.0 <= self.eps_train < 1.0:
             raise ValueError(f"eps_train must lie in [0, 1), got {self.eps_train}")
         if self.weight_decay < 0:
@@ -337,13 +369,16 @@ class TrainConfig:
         param = self.parameterization
         if param == "auto":
             # edm for every SDE: eps-prediction + PF ODE throws prior-tail samples far off
-            # (benchmarks/RESULTS.md, "Parameterisations"); edm carries -x/std^2 in its skip
-            param = "edm"
+            # (benchmarks/RESULTS.md, "Parameterisations"); edm carries -x/std^2 in its skip.
+            # A flow path learns its velocity (flow matching).
+            param = "flow" if self.sde == "rectified_flow" else "edm"
         weighting = self.weighting
         if weighting == "auto":
             # EDM's own loss for the EDM SDE; elsewhere the standard sigma^2-weighted DSM loss
-            # (for the edm parameterisation that is the familiar eps-loss in score space)
-            weighting = "natural" if param == "edm" and self.sde == "edm" else "sigma2"
+            # (for the edm parameterisation that is the familiar eps-loss in score space);
+            # the velocity's own MSE (conditional flow matching) for flow
+            natural = (param == "edm" and self.sde == "edm") or param == "flow"
+            weighting = "natural" if natural else "sigma2"
         times = self.time_sampling
         if times == "auto":
             times = "edm" if self.sde == "edm" else "uniform"
@@ -378,17 +413,29 @@ FIELD_HELP: dict[str, FieldHelp] = {
                       "images or a .npy/.npz array file", "NAME|PATH"),
     "out": FieldHelp(_WHAT, "run folder for checkpoints, metrics.csv, TensorBoard logs and "
                      "samples", "DIR"),
-    "sde": FieldHelp(_WHAT, "forward SDE"),
+    "sde": FieldHelp(_WHAT, "forward SDE (rectified_flow: the flow path x_t = (1 - t) x0 + "
+                     "t z)"),
     "model": FieldHelp(_WHAT, "network: mlp, unet (small), unet_cifar (35M) or auto (MLP for "
                        "points, U-Net for images)"),
-    "parameterization": FieldHelp(_WHAT, "what the network predicts (auto: edm, i.e. EDM "
+    "parameterization": FieldHelp(_WHAT, "what the network predicts (auto: flow, the "
+                                  "velocity, for rectified_flow; else edm, i.e. EDM "
                                   "preconditioning)"),
     "sigma_data": FieldHelp(_WHAT, "data standard deviation for the parameterisation (none: "
                             "measured on the data)", "SD|none"),
     "weighting": FieldHelp(_WHAT, "loss weighting (auto: natural for --sde edm with "
-                           "--parameterization edm, else sigma2)"),
+                           "--parameterization edm and for flow, else sigma2)"),
     "time_sampling": FieldHelp(_WHAT, "training times: uniform in [eps-train, T], edm "
-                               "(log-normal noise levels) or auto (edm for --sde edm)"),
+                               "(log-normal noise levels), logit_normal (sigmoid of "
+                               "N(logit-mean, logit-std^2)) or auto (edm for --sde edm)"),
+    "logit_mean": FieldHelp(_WHAT, "mean m of --time-sampling logit_normal", "M"),
+    "logit_std": FieldHelp(_WHAT, "scale s of --time-sampling logit_normal", "S"),
+    "objective": FieldHelp(_WHAT, "dsm (a score model) or consistency (a consistency model: "
+                           "distilled from --teacher, else iCT training with no teacher)"),
+    "teacher": FieldHelp(_WHAT, "score-model run to distil with --objective consistency "
+                         "(empty: none)", "RUN"),
+    "coupling": FieldHelp(_WHAT, "data-noise pairing per batch: independent, ot (minibatch "
+                          "optimal transport, exact; batch <= 2048 per process) or pairs "
+                          "(reflow pairs file from scoresde reflow as --data)"),
     "eps_train": FieldHelp(_WHAT, "smallest training time", "T"),
     "class_conditional": FieldHelp(_WHAT, "condition on the data set's labels (enables "
                                    "sample --class)"),
@@ -422,7 +469,8 @@ FIELD_HELP: dict[str, FieldHelp] = {
                               "N"),
     "sample_n": FieldHelp(_LOGS, "samples in each grid (0: no sample grids)", "N"),
     "sample_steps": FieldHelp(_LOGS, "sampler steps for the grids", "N"),
-    "sampler": FieldHelp(_LOGS, "sampler for the grids", "NAME"),
+    "sampler": FieldHelp(_LOGS, "sampler for the grids (fast: few-step DPM-Solver++)",
+                         "NAME"),
     "progress": FieldHelp(_LOGS, "show a progress bar"),
     "tensorboard": FieldHelp(_LOGS, "write TensorBoard scalars to OUT/tb"),
 }  # fmt: skip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -55,11 +56,14 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return dev
 
 
-def setup_distributed(device: str = "auto") -> DistInfo:
+def setup_distributed(device: str = "auto", timeout: timedelta | None = None) -> DistInfo:
     """Join the process group that ``torchrun`` describes in the environment, if any.
 
     ``WORLD_SIZE > 1`` starts DDP: NCCL when training on CUDA, gloo on CPU. Each rank on CUDA
     uses ``cuda:LOCAL_RANK``. Without those variables this is a single process (rank 0 of 1).
+    ``timeout``: how long a collective call waits for the other ranks (default torch's, 30
+    minutes for gloo): the sharded commands meet only at the end of a run, where the ranks may
+    finish far apart.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -70,7 +74,7 @@ def setup_distributed(device: str = "auto") -> DistInfo:
             torch.cuda.set_device(dev)
         if not dist.is_initialized():
             backend = "nccl" if dev.type == "cuda" else "gloo"
-            dist.init_process_group(backend=backend, rank=rank, world_size=world)
+            dist.init_process_group(backend=backend, rank=rank, world_size=world, timeout=timeout)
         rank, world = dist.get_rank(), dist.get_world_size()
     return DistInfo(rank=rank, world_size=world, local_rank=local, device=dev)
 

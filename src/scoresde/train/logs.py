@@ -10,16 +10,26 @@ from typing import Any
 
 from ..checkpoint import atomic_write_text
 
-__all__ = ["TrainLogger", "read_metrics", "CSV_FIELDS"]
+__all__ = ["TrainLogger", "read_metrics", "last_row", "CSV_FIELDS"]
 
 CSV_FIELDS = ("step", "loss", "lr", "grad_norm", "it_per_s", "seconds")
-"""Columns of ``metrics.csv``."""
+"""Columns of ``metrics.csv``; ``seconds`` is the run's wall time at the row, cumulative over
+resumed calls (a resumed run continues from the time saved in its checkpoint)."""
 
 
 def read_metrics(path: str | Path) -> list[dict[str, float]]:
     """Read a ``metrics.csv`` written by the trainer into a list of rows (numbers as floats)."""
     with open(path, newline="") as fh:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
+def last_row(path: str | Path, step: int) -> dict[str, float] | None:
+    """The last row of ``metrics.csv`` at or before ``step``; ``None`` if there is none."""
+    try:
+        rows = [r for r in read_metrics(path) if r["step"] <= step]
+    except (OSError, ValueError, KeyError, TypeError):  # no file, or not one the trainer wrote
+        return None
+    return rows[-1] if rows else None
 
 
 class TrainLogger:

@@ -43,6 +43,7 @@ from ..checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from ..consistency import ConsistencyModel, ConsistencyTraining, Distillation
 from ..data import ArrayDataset
 from ..losses import sample_training_times
 from ..parameterize import ScoreModel
@@ -55,10 +56,12 @@ from .build import (
     to_data_space,
 )
 from .config import TrainConfig
+from .coupling import PairDataset, check_coupling, load_pairs, ot_pair
 from .distributed import DistInfo, cleanup_distributed, setup_distributed
 from .ema import EMA
-from .logs import TrainLogger
+from .logs import TrainLogger, last_row
 from .optim import GradClip, make_optimizer
+from .restore import load_trained, resume_checkpoint
 
 __all__ = ["Trainer", "TrainResult", "TrainingDiverged", "train"]
 
@@ -85,13 +88,24 @@ class TrainResult:
     loss: float
     """Mean loss over the last logging window."""
     checkpoint: Path | None
-    """The final checkpoint directory."""
+    """The newest checkpoint directory: the final one written, or, when there was nothing to
+    train (a resumed run already at ``steps``), the one it resumed from."""
     seconds: float
     """Wall time of this call."""
     history: list[tuple[int, float]] = field(default_factory=list)
     """``(step, mean loss)`` at each logging point of this call."""
     samples: Path | None = None
     """The last sample plot written, if any."""
+    start_step: int = 0
+    """The step this call began at (the checkpoint's step after a resume, else 0)."""
+    total_seconds: float = 0.0
+    """Wall time of the whole run up to ``step``, summed over its resumed calls (the
+    ``seconds`` column of ``metrics.csv``)."""
+
+    @property
+    def steps_run(self) -> int:
+        """Optimizer steps taken by this call (0: the run was already at ``steps``)."""
+        return self.step - self.start_step
 
 
 @dataclass
@@ -101,6 +115,8 @@ class _FitRun:
     logger: TrainLogger
     start: float
     """Wall time at which the call began."""
+    start_step: int
+    """The step at which the call began."""
     deadline: float | None
     """Wall time at which ``max_minutes`` is spent (``None``: no limit)."""
     sync_every: int
@@ -198,6 +214,8 @@ class Trainer:
         self._init_state()
         if ckpt is not None:
             self._restore(ckpt)
+            if isinstance(self.consistency, Distillation):
+                self.consistency.reset_target()  # the EMA target restarts from the weights
 
     # -------------------------------------------------------------------------------------------
     # construction helpers
@@ -211,6 +229,7 @@ class Trainer:
                 f"processes {self.dist.world_size}"
             )
         self.local_batch = cfg.batch_size // self.dist.world_size
+        check_coupling(cfg.coupling, self.local_batch)
         self.batches_per_epoch = (len(self.data) // self.dist.world_size) // self.local_batch
         if self.batches_per_epoch < 1:
             raise ValueError(
@@ -248,8 +267,35 @@ class Trainer:
             device=self.device,
         )
         self._clip = GradClip(self._params, cfg.grad_clip) if cfg.grad_clip is not None else None
+        self._init_consistency()
         self.amp_dtype = _autocast_dtype(cfg.precision, self.device)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+
+    def _init_consistency(self) -> None:
+        """The objective of ``objective="consistency"`` (:mod:`scoresde.consistency`).
+
+        CD from ``teacher`` when set, else iCT; ``None`` for denoising score matching.
+        """
+        cfg = self.cfg
+        self.consistency: ConsistencyTraining | Distillation | None = None
+        if cfg.objective != "consistency":
+            return
+        if cfg.class_conditional:
+            raise ValueError(
+                "objective 'consistency' trains unconditional models; drop class_conditional"
+            )
+        student = ConsistencyModel(self.model, self.sde, sigma_data=self.sigma_data)
+        if not cfg.teacher:
+            self.consistency = ConsistencyTraining(student, cfg.steps)
+            return
+        teacher = load_trained(cfg.teacher, device=self.device)
+        if teacher.config.objective != "dsm":
+            raise ValueError(
+                f"teacher {cfg.teacher!r} is a {teacher.config.objective} model, not a score "
+                f"model; distil from a run trained with objective dsm"
+            )
+        # the EMA target restarts from the student's weights on resume (it is not saved)
+        self.consistency = Distillation(teacher.score_fn, teacher.sde, student)
 
     def _init_state(self) -> None:
         """Step counter, loss window, per-rank random streams and the data order of step 0."""
@@ -259,6 +305,8 @@ class Trainer:
         # checkpoints so the first row after a resume averages the same steps as without one
         self._window = torch.zeros((), device=self.device, dtype=torch.float64)
         self._window_n = 0
+        self._elapsed0 = 0.0  # wall time of the run before this fit call (cumulative)
+        self._fit_start: float | None = None
         self.notes: list[str] = []
         self._gen = torch.Generator(device=self.device)
         self._aug_gen = torch.Generator(device=self.device)
@@ -275,19 +323,14 @@ class Trainer:
         )
 
     def _find_resume(self, resume: bool) -> Any:
-        last = latest_checkpoint(self.ckpt_dir)
         if not resume:
-            if last is not None:
+            if latest_checkpoint(self.ckpt_dir) is not None:
                 raise ValueError(
                     f"{str(self.out)!r} already holds checkpoints; pass --resume "
                     f"to continue that run or choose a new --out folder"
                 )
             return None
-        if last is None:
-            raise ValueError(
-                f"nothing to resume: no checkpoint in {str(self.ckpt_dir)!r}; "
-                f"drop --resume to start a new run"
-            )
+        last = resume_checkpoint(self.out)
         ckpt = load_checkpoint(last)
         saved = TrainConfig.from_dict(ckpt.config["train"])
         diff = saved.structural_diff(self.cfg)
@@ -302,7 +345,16 @@ class Trainer:
         return ckpt
 
     def _load_data(self, data: Any) -> ArrayDataset:
-        ds = as_dataset(data) if data is not None else load_train_data(self.cfg)
+        pairs = self.cfg.coupling == "pairs"
+        if data is None:
+            ds = load_pairs(self.cfg.data) if pairs else load_train_data(self.cfg)
+        else:
+            ds = as_dataset(data)
+        if pairs and not isinstance(ds, PairDataset):
+            raise ValueError(
+                "coupling='pairs' trains on (noise, sample) pairs: --data must be a pairs file "
+                "of scoresde reflow (or pass a scoresde.train.coupling.PairDataset)"
+            )
         # checked once here: the training step uses the loss without per-batch checks
         if ds.data.is_floating_point() and not bool(torch.isfinite(ds.data).all()):
             raise ValueError(
@@ -358,6 +410,7 @@ class Trainer:
                 "ema_updates": self.ema.num_updates,
                 "rng": rng,
                 "log_window": {"sums": windows, "n": self._window_n},
+                "seconds": self.elapsed(),
                 "world_size": self.dist.world_size,
                 "data_order": {
                     "epoch": self.step // self.batches_per_epoch,
@@ -394,6 +447,7 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
         self._restore_log_window(state)
+        self._elapsed0 = float(state.get("seconds", self._logged_seconds()))
         rng = state["rng"]
         if state["world_size"] == self.dist.world_size:
             mine = rng[self.dist.rank]
@@ -408,6 +462,19 @@ class Trainer:
             _seed_all(_rank_seed(self.cfg.seed, self.dist.rank) + self.step)
             self._aug_gen.manual_seed(_rank_seed(self.cfg.seed, self.dist.rank) + self.step)
         self.resumed_from = ckpt.path
+
+    def _logged_seconds(self) -> float:
+        """The run's time at ``self.step`` as ``metrics.csv`` has it, else 0.
+
+        For checkpoints older than their ``seconds`` entry: the last row up to the step.
+        """
+        row = last_row(self.out / "metrics.csv", self.step)
+        return row["seconds"] if row is not None else 0.0
+
+    def elapsed(self) -> float:
+        """Wall time of the run so far: its earlier (resumed) calls plus this ``fit`` call."""
+        now = time.perf_counter()
+        return self._elapsed0 + (now - self._fit_start if self._fit_start is not None else 0.0)
 
     def _restore_log_window(self, state: dict[str, Any]) -> None:
         """Continue the metrics row that was open at the checkpoint (none in old checkpoints)."""
@@ -445,6 +512,8 @@ class Trainer:
             cfg.batch_size,
             method=cfg.time_sampling,  # type: ignore[arg-type]
             eps=cfg.eps_train,
+            logit_mean=cfg.logit_mean,
+            logit_std=cfg.logit_std,
             generator=self._gen,
             device=self.device,
             dtype=dtype,
@@ -477,6 +546,10 @@ class Trainer:
         if cfg.channels_last and x0.dim() == 4:
             x0 = x0.contiguous(memory_format=torch.channels_last)
         t, z = self._times_and_noise(step)
+        if cfg.coupling == "ot":  # minibatch optimal transport (one host sync per step)
+            z = ot_pair(x0, z)
+        elif cfg.coupling == "pairs":  # reflow: the noise each sample was drawn from
+            z = self.data.noise_batch(idx).to(z.dtype)  # type: ignore[attr-defined]
         lr = self._lr(step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
@@ -484,7 +557,12 @@ class Trainer:
         with self._autocast():
             # the unchecked loss: the data were checked once (finite), t and z are built right
             # here, and the checks of ScoreModel.loss would wait for the device at every step
-            loss = self.model._loss(x0, t, z, y, cfg.weighting, "mean")
+            if self.consistency is not None:  # the curriculum follows the global step
+                if isinstance(self.consistency, ConsistencyTraining):
+                    self.consistency.step = step
+                loss = self.consistency(x0, self._gen)
+            else:
+                loss = self.model._loss(x0, t, z, y, cfg.weighting, "mean")
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.optimizer)
@@ -496,6 +574,8 @@ class Trainer:
             self.scaler.update()
         else:
             self.optimizer.step()
+        if self.consistency is not None:
+            self.consistency.after_step()
         self.ema.update(self.net)
         self.step += 1
         return loss.detach(), norm
@@ -542,6 +622,8 @@ class Trainer:
         Raises:
             TrainingDiverged: the loss became non-finite (nothing is saved after that).
         """
+        if self.step >= self.cfg.steps:  # a resumed run already at (or past) its steps
+            return self._nothing_to_do()
         run = self._begin_fit()
         batches = self._batches()
         try:
@@ -551,6 +633,7 @@ class Trainer:
                     break
         finally:
             run.logger.close()
+            self._elapsed0, self._fit_start = self.elapsed(), None
             if self.dist.distributed:
                 cleanup_distributed()
         return TrainResult(
@@ -561,12 +644,32 @@ class Trainer:
             seconds=time.perf_counter() - run.start,
             history=run.history,
             samples=run.samples,
+            start_step=run.start_step,
+            total_seconds=self._elapsed0,
+        )
+
+    def _nothing_to_do(self) -> TrainResult:
+        """The result of a ``fit`` with no step to take: nothing is written or logged.
+
+        ``checkpoint`` is the newest one (the one resumed from), ``loss`` the last logged loss.
+        """
+        if self.dist.distributed:
+            cleanup_distributed()
+        row = last_row(self.out / "metrics.csv", self.step)
+        return TrainResult(
+            out=self.out,
+            step=self.step,
+            loss=row["loss"] if row is not None else math.nan,
+            checkpoint=latest_checkpoint(self.ckpt_dir),
+            seconds=0.0,
+            start_step=self.step,
+            total_seconds=self._elapsed0,
         )
 
     def _begin_fit(self) -> _FitRun:
         """Write the run's config, open the logger and set the stop and sync rules of this call."""
         cfg, info = self.cfg, self.dist
-        start = time.perf_counter()
+        start = self._fit_start = time.perf_counter()
         if info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.out / "config.yaml", cfg.to_yaml())
@@ -586,7 +689,15 @@ class Trainer:
         # there it waits for log/checkpoint steps (a checkpoint is never written unchecked)
         sync_every = 1 if (not info.distributed and self.device.type == "cpu") else cfg.log_every
         deadline = None if cfg.max_minutes is None else start + 60.0 * cfg.max_minutes
-        return _FitRun(logger, start, deadline, sync_every, self.step, time.perf_counter())
+        return _FitRun(
+            logger,
+            start,
+            start_step=self.step,
+            deadline=deadline,
+            sync_every=sync_every,
+            checked=self.step,
+            since=start,
+        )
 
     def _after_step(self, run: _FitRun, loss: Tensor, norm: Tensor | None) -> bool:
         """Account the step's loss; check, log, checkpoint and sample when due; whether to stop."""
@@ -610,6 +721,12 @@ class Trainer:
             run.checkpoint = self.save() or run.checkpoint
         sample_due = (cfg.sample_every and step % cfg.sample_every == 0) or last
         if self.dist.is_main and cfg.sample_n and sample_due:
+            if cfg.progress:  # a grid can take a while: say what is running
+                what = "images" if self.info.is_image else "points"
+                run.logger.message(
+                    f"step {step}: sampling {cfg.sample_n} {what} for the grid ({cfg.sampler}, "
+                    f"{cfg.sample_steps} steps)"
+                )
             run.samples = self.write_samples(step)
         if last and step < cfg.steps:
             run.logger.message(
@@ -629,7 +746,7 @@ class Trainer:
             "lr": self._lr(self.step - 1),
             "grad_norm": float(norm) if norm is not None else math.nan,
             "it_per_s": run.since_n / max(now - run.since, 1e-9),
-            "seconds": now - run.start,
+            "seconds": self.elapsed(),
         }
         run.logger.log(row)
         run.history.append((self.step, mean))
@@ -643,11 +760,14 @@ class Trainer:
         """A one-line summary of the run."""
         n_params = sum(p.numel() for p in self.net.parameters())
         resumed = f", resumed at step {self.step}" if self.step else ""
+        objective = f"{self.cfg.weighting} weighting"
+        if self.consistency is not None:
+            objective = f"consistency {'distillation' if self.cfg.teacher else 'training'}"
         return (
             f"scoresde train: {type(self.net).__name__} ({n_params / 1e6:.2f}M params) on "
             f"{self.info.name} ({len(self.data)} x {tuple(self.info.shape)}), "
             f"{type(self.sde).__name__}, {self.cfg.parameterization} parameterisation, "
-            f"{self.cfg.weighting} weighting, batch {self.cfg.batch_size} x "
+            f"{objective}, batch {self.cfg.batch_size} x "
             f"{self.cfg.steps} steps on {self.device}"
             f"{f' x {self.dist.world_size} processes' if self.dist.distributed else ''}"
             f"{resumed}"
@@ -658,7 +778,11 @@ class Trainer:
         return build_score_model(self.cfg, self.ema.module, self.sde, self.sigma_data)
 
     def write_samples(self, step: int) -> Path | None:
-        """Sample ``sample_n`` points/images from the EMA weights and write a plot."""
+        """Sample ``sample_n`` points/images from the EMA weights and write a plot.
+
+        With ``sampler``/``sample_steps`` (default ``fast``, 10 steps: NFE 11); a progress bar
+        over the sampler's steps when ``progress`` is on.
+        """
         from .. import plots
         from ..sampling import sample
 
@@ -674,6 +798,7 @@ class Trainer:
             generator=gen,
             device=self.device,
             dtype=torch.float32,
+            progress=cfg.progress,
         )
         info = dataclasses.asdict(self.info)
         x = to_data_space(x, info).cpu()

@@ -11,14 +11,14 @@ import torch
 from torch import Tensor
 
 from .. import nets
-from ..checkpoint import CheckpointError, load_checkpoint
+from ..checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
 from ..parameterize import ScoreModel
 from ..sampling import sample
 from ..sde import SDE, ScoreFn
 from .build import build_score_model, build_sde, to_data_space
 from .config import TrainConfig
 
-__all__ = ["TrainedModel", "load_trained"]
+__all__ = ["TrainedModel", "load_trained", "resume_checkpoint"]
 
 
 @dataclass
@@ -46,7 +46,16 @@ class TrainedModel:
 
     @property
     def score_fn(self) -> ScoreFn:
-        """The unconditional score ``score_fn(x, t)`` for samplers and likelihoods."""
+        """The unconditional score ``score_fn(x, t)`` for samplers and likelihoods.
+
+        For a run trained with ``objective="consistency"`` it is the consistency model's
+        (:class:`~scoresde.consistency.ConsistencyFunction`, for ``sampler="consistency"``).
+        """
+        if self.config.objective == "consistency":
+            from ..consistency import ConsistencyModel
+
+            sd = float(self.data_info["sigma_data"])
+            return ConsistencyModel(self.model, self.sde, sigma_data=sd).score_fn()
         return self.model.score_fn()
 
     def to_data(self, x: Tensor) -> Tensor:
@@ -111,4 +120,26 @@ def load_trained(
         data_info=dict(data),
         step=ckpt.step,
         path=ckpt.path,
+    )
+
+
+def resume_checkpoint(out: str | os.PathLike[str]) -> Path:
+    """The newest checkpoint of the run folder ``out``, to resume from.
+
+    Raises ``ValueError`` saying that there is no run to resume (no folder ``out``, or no
+    checkpoint in ``out/checkpoints``): the one check behind ``Trainer(resume=True)`` and
+    ``scoresde train --resume``, made before anything else is asked of the command line.
+    """
+    run = Path(out)
+    last = latest_checkpoint(run / "checkpoints")
+    if last is not None:
+        return last
+    where = (
+        f"there is no run folder {str(run)!r}"
+        if not run.exists()
+        else f"{str(run / 'checkpoints')!r} holds no checkpoint"
+    )
+    raise ValueError(
+        f"nothing to resume: {where}; check --out (the folder of the run to continue), or "
+        f"drop --resume to start a new run"
     )
