@@ -53,7 +53,7 @@ def test_distilled_one_and_two_steps_against_the_teacher() -> None:
     distill(teacher, sde, student, data, steps=4000, batch_size=256, lr=2e-3,
             generator=torch.Generator().manual_seed(2))  # fmt: skip
     fn = student.score_fn()
-    mid = float(sde.sigma_inv(torch.tensor(0.2)))  # the re-noise level of the second step
+    mid = float(sde.sigma_inv(torch.tensor(0.1)))  # the re-noise level of the second step
     with torch.no_grad():
         one = _quality(target, _consistency(fn, 1, None))
         two = _quality(target, _consistency(fn, 2, torch.tensor([1.0, mid, 1e-3])))
@@ -61,4 +61,4 @@ def test_distilled_one_and_two_steps_against_the_teacher() -> None:
     for q in (one, two):  # better than the teacher's own sampler at NFE 2 on both measures
         assert q[0] < nfe2[0] and q[1] < nfe2[1]
     assert one[0] <= 2 * nfe10[0] and one[1] <= 2 * nfe10[1]  # 1 step: within 2x of NFE 10
-    assert two[0] <= 2 * nfe10[0] and two[1] <= 3 * nfe10[1]  # 2 steps: Fréchet within 3x
+    assert two[0] <= 2 * nfe10[0] and two[1] <= 2 * nfe10[1]

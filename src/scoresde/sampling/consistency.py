@@ -6,7 +6,10 @@ A consistency model travels through :func:`scoresde.sample` as a score function 
 the next step, re-noises it to the next level, ``x_hat = x0 + sqrt(sigma_{i+1}^2 -
 sigma_min^2) z``. The levels are ``sigma(times[i])`` of the schedule (Karras by default),
 clamped to the model's ``[sigma_min, sigma_max]``; ``steps = k`` takes ``k`` evaluations
-(``times[-1]`` is not used: the output is already clean).
+(``times[-1]`` is not used: the output is already clean). The re-noise levels matter (Song et
+al. 2023 search them): on the 2-D mixture of ``tests/test_consistency_quality.py`` two steps
+re-noising to ``sigma = 0.1`` reach a per-mode Fréchet of 0.013, the Karras grid's 5.8 only
+0.20; pass ``schedule=`` a tensor of times for such levels.
 
 Given a plain score function, ``f`` is replaced by Tweedie's denoiser ``D(x_hat; sigma)``
 (denoise, then re-noise: the sampler every score model supports, but not a consistency model,
