@@ -30,6 +30,7 @@ __all__ = [
     "add_checkpoint_argument",
     "add_count_argument",
     "add_runtime_arguments",
+    "add_new_run_arguments",
     "progress_enabled",
     "progress_bar",
     "say",
@@ -123,6 +124,28 @@ def add_count_argument(p: argparse.ArgumentParser, help: str, **kwargs: Any) -> 
         help=f"{help} (--n: a short alias, not under torchrun)",
         **kwargs,
     )
+
+
+def add_new_run_arguments(p: argparse.ArgumentParser, *, cite: str) -> None:
+    """``--init``, ``--set``, ``--device``, ``--no-progress``: a new run trained from a teacher run.
+
+    ``cite`` names the paper whose recipe starts the student from the teacher's weights.
+    """
+    p.add_argument(
+        "--init",
+        choices=("teacher", "scratch"),
+        default="teacher",
+        help=f"start from the teacher's EMA weights (default, as {cite}) or from scratch",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set any TrainConfig field of the new run (as scoresde train --set)",
+    )
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:K")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def add_runtime_arguments(p: argparse.ArgumentParser, *, raw_weights: bool = True) -> None:

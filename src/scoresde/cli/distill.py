@@ -14,7 +14,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .core import CLIError, Command
+from .core import CLIError, Command, add_new_run_arguments
 
 if TYPE_CHECKING:
     from ..train import TrainConfig, TrainedModel
@@ -28,21 +28,7 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--steps", type=int, default=None, metavar="N", help="training steps (default: teacher's)"
     )
-    p.add_argument(
-        "--init",
-        choices=("teacher", "scratch"),
-        default="teacher",
-        help="start from the teacher's EMA weights (default, as Song et al.) or from scratch",
-    )
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="set any TrainConfig field of the new run (as scoresde train --set)",
-    )
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:K")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_new_run_arguments(p, cite="Song et al. 2023")
 
 
 def _check(args: argparse.Namespace, teacher: TrainedModel) -> None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .core import CLIError, Command
+from .core import CLIError, Command, add_new_run_arguments
 
 if TYPE_CHECKING:
     from ..train import TrainConfig, TrainedModel
@@ -46,22 +46,8 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--steps", type=int, default=None, metavar="N", help="training steps (default: teacher's)"
     )
-    p.add_argument(
-        "--init",
-        choices=("teacher", "scratch"),
-        default="teacher",
-        help="start from the teacher's EMA weights (default, as Liu et al.) or from scratch",
-    )
     p.add_argument("--seed", type=int, default=0, help="seed of the noise draws (default 0)")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="set any TrainConfig field of the new run (as scoresde train --set)",
-    )
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:K")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_new_run_arguments(p, cite="Liu et al. 2023")
 
 
 def _check(args: argparse.Namespace, teacher: TrainedModel) -> None:
