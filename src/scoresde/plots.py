@@ -57,6 +57,15 @@ def _limits(*sets: Tensor) -> tuple[float, float, float, float]:
     return float(lo[0]), float(hi[0]), float(lo[1]), float(hi[1])
 
 
+def _scatter_on(ax: Any, pts: Any, limits: tuple[float, float, float, float], colour: str) -> None:
+    """Small translucent points on ``ax`` within ``limits = (x0, x1, y0, y1)``, equal aspect."""
+    x0, x1, y0, y1 = limits
+    ax.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.5, color=colour, linewidths=0)
+    ax.set_xlim(x0, x1)
+    ax.set_ylim(y0, y1)
+    ax.set_aspect("equal")
+
+
 def scatter_compare(
     data: Tensor,
     samples: Tensor,
@@ -69,15 +78,12 @@ def scatter_compare(
     d, s = _points(data, "data"), _points(samples, "samples")
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.4), sharex=True, sharey=True, layout="constrained")
-    x0, x1, y0, y1 = _limits(d, s)
+    limits = _limits(d, s)
     for ax, pts, title, colour in zip(
         axes, (d, s), titles, ("tab:blue", "tab:orange"), strict=True
     ):
-        ax.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.5, color=colour, linewidths=0)
+        _scatter_on(ax, pts, limits, colour)
         ax.set_title(f"{title} (n={len(pts)})")
-        ax.set_xlim(x0, x1)
-        ax.set_ylim(y0, y1)
-        ax.set_aspect("equal")
     if suptitle:
         fig.suptitle(suptitle)
     return _save(fig, path)
@@ -88,11 +94,7 @@ def scatter(x: Tensor, path: str | os.PathLike[str], *, title: str | None = None
     pts = _points(x, "x")
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    x0, x1, y0, y1 = _limits(pts)
-    ax.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.5, color="tab:orange", linewidths=0)
-    ax.set_xlim(x0, x1)
-    ax.set_ylim(y0, y1)
-    ax.set_aspect("equal")
+    _scatter_on(ax, pts, _limits(pts), "tab:orange")
     if title:
         ax.set_title(title)
     return _save(fig, path)
