@@ -31,6 +31,7 @@ Prints Markdown tables; writes ``DIR/inverse_exact.md`` and ``DIR/inverse_exact_
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -40,6 +41,9 @@ import torch
 from torch import Tensor
 
 from _shared import log, markdown_table, write_text
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from conftest import imputation_problems  # noqa: E402
 from scoresde import VPSDE
 from scoresde.inverse import gaussian_mixture_conditional, inpaint
 from scoresde.metrics import mode_report
@@ -66,31 +70,13 @@ class Counted:
         return out
 
 
-def mixture16(n_known: int, seed: int = 0) -> GaussianMixture:
-    """A 3-component 16-D mixture with correlated components: the means differ little on the
-    first ``n_known`` coordinates and a lot on the others."""
-    g = torch.Generator().manual_seed(seed)
-    means = torch.randn(3, 16, generator=g, dtype=DT)
-    means[:, :n_known] *= 0.2
-    means[:, n_known:] *= 1.5
-    if n_known == 15:
-        means[:, 15] = torch.tensor([-2.0, 2.0, 0.0], dtype=DT)
-    a = torch.randn(3, 16, 16, generator=g, dtype=DT) / 4.0
-    covs = 0.3 * a @ a.transpose(1, 2) + 0.1 * torch.eye(16, dtype=DT)
-    return GaussianMixture(means, covariances=covs, weights=[0.4, 0.35, 0.25])
+LABELS = {"2d-one": "2-D, x2 missing", "16d-block": "16-D, block of 8 missing",
+          "16d-one": "16-D, 1 missing"}  # fmt: skip
 
 
 def problems() -> dict[str, tuple[GaussianMixture, Tensor, Tensor]]:
-    """``name -> (prior, known mask, observed event)``."""
-    cov = [[[0.5, 0.2], [0.2, 0.4]], [[0.4, -0.1], [-0.1, 0.3]], [[0.3, 0.0], [0.0, 0.6]]]
-    p2 = GaussianMixture([[-1.0, -2.0], [-0.5, 2.0], [1.5, 0.0]], covariances=cov,
-                         weights=[0.3, 0.4, 0.3])  # fmt: skip
-    block, one = mixture16(8), mixture16(15)
-    return {
-        "2-D, x2 missing": (p2, torch.tensor([True, False]), torch.zeros(2, dtype=DT)),
-        "16-D, block of 8 missing": (block, torch.arange(16) < 8, block.means[0].clone()),
-        "16-D, 1 missing": (one, torch.arange(16) < 15, 0.25 * one.means[0]),
-    }
+    """``label -> (prior, known mask, observed event)``: the oracles of tests/conftest.py."""
+    return {LABELS[name]: problem for name, problem in imputation_problems().items()}
 
 
 def soft_tv(cond: GaussianMixture, x: Tensor) -> float:

@@ -121,6 +121,44 @@ def gauss64() -> Gaussian:
     return Gaussian(torch.linspace(-1, 1, 64, dtype=torch.float64), variance=lam)
 
 
+def imputation2d() -> GaussianMixture:
+    """Three correlated 2-D modes whose conditional given ``x1 = 0`` has unequal weights."""
+    cov = [[[0.5, 0.2], [0.2, 0.4]], [[0.4, -0.1], [-0.1, 0.3]], [[0.3, 0.0], [0.0, 0.6]]]
+    return GaussianMixture(
+        [[-1.0, -2.0], [-0.5, 2.0], [1.5, 0.0]], covariances=cov, weights=[0.3, 0.4, 0.3]
+    )
+
+
+def imputation16(n_known: int) -> GaussianMixture:
+    """Three correlated 16-D modes whose means differ little on the first ``n_known``
+    coordinates and a lot on the others (the missing ones)."""
+    g = torch.Generator().manual_seed(0)
+    dt = torch.float64
+    means = torch.randn(3, 16, generator=g, dtype=dt)
+    means[:, :n_known] *= 0.2
+    means[:, n_known:] *= 1.5
+    if n_known == 15:
+        means[:, 15] = torch.tensor([-2.0, 2.0, 0.0], dtype=dt)
+    a = torch.randn(3, 16, 16, generator=g, dtype=dt) / 4.0
+    covs = 0.3 * a @ a.transpose(1, 2) + 0.1 * torch.eye(16, dtype=dt)
+    return GaussianMixture(means, covariances=covs, weights=[0.4, 0.35, 0.25])
+
+
+def imputation_problems() -> dict[str, tuple[GaussianMixture, torch.Tensor, torch.Tensor]]:
+    """``name -> (prior, known mask, observed event)``: inpainting one coordinate and a block,
+    in 2-D and 16-D, with conditional weights .247/.733/.020, .594/.279/.126, .521/.250/.229."""
+    block, one = imputation16(8), imputation16(15)
+    return {
+        "2d-one": (
+            imputation2d(),
+            torch.tensor([True, False]),
+            torch.zeros(2, dtype=torch.float64),
+        ),
+        "16d-block": (block, torch.arange(16) < 8, block.means[0].clone()),
+        "16d-one": (one, torch.arange(16) < 15, 0.25 * one.means[0]),
+    }
+
+
 TARGETS: dict[str, Callable[[], GaussianMixture | Gaussian]] = {
     "two_modes": two_modes,
     "three_modes": three_modes,
@@ -130,6 +168,7 @@ TARGETS: dict[str, Callable[[], GaussianMixture | Gaussian]] = {
     "aniso32d": aniso32d,
     "gauss2": gauss2,
     "gauss64": gauss64,
+    "imputation2d": imputation2d,
 }
 """Every analytic target of the suite by name."""
 

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import imputation2d, imputation_problems
 from scoresde import VESDE, VPSDE
 from scoresde.inverse import (
     ChannelMean,
@@ -37,35 +38,6 @@ DT = torch.float64
 
 def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
-
-
-def mixture2() -> GaussianMixture:
-    cov = [[[0.5, 0.2], [0.2, 0.4]], [[0.4, -0.1], [-0.1, 0.3]], [[0.3, 0.0], [0.0, 0.6]]]
-    return GaussianMixture(
-        [[-1.0, -2.0], [-0.5, 2.0], [1.5, 0.0]], covariances=cov, weights=[0.3, 0.4, 0.3]
-    )
-
-
-def mixture16(n_known: int) -> GaussianMixture:
-    """3 correlated components in 16-D whose means differ mostly on the missing coordinates
-    (the same priors as benchmarks/inverse_exact.py)."""
-    g = gen(0)
-    means = torch.randn(3, 16, generator=g, dtype=DT)
-    means[:, :n_known] *= 0.2
-    means[:, n_known:] *= 1.5
-    if n_known == 15:
-        means[:, 15] = torch.tensor([-2.0, 2.0, 0.0], dtype=DT)
-    a = torch.randn(3, 16, 16, generator=g, dtype=DT) / 4.0
-    covs = 0.3 * a @ a.transpose(1, 2) + 0.1 * torch.eye(16, dtype=DT)
-    return GaussianMixture(means, covariances=covs, weights=[0.4, 0.35, 0.25])
-
-
-PROBLEMS = {
-    # conditional weights .247/.733/.020, .594/.279/.126 and .521/.250/.229
-    "2d-one": lambda: (mixture2(), torch.tensor([True, False]), torch.zeros(2, dtype=DT)),
-    "16d-block": lambda: (mixture16(8), torch.arange(16) < 8, mixture16(8).means[0].clone()),
-    "16d-one": lambda: (mixture16(15), torch.arange(16) < 15, 0.25 * mixture16(15).means[0]),
-}
 
 
 def masses(
@@ -104,7 +76,7 @@ def frechet_at_floor(cond: GaussianMixture, x: torch.Tensor) -> None:
 
 
 def run_smc(name: str, n: int, particles: int, steps: int = 100, **kw: object) -> tuple:
-    prior, known, obs = PROBLEMS[name]()
+    prior, known, obs = imputation_problems()[name]
     cond = gaussian_mixture_conditional(prior, known, obs)
     sde = VPSDE()
     res = inpaint(prior.score_fn(sde), sde, obs[None].expand(n, -1), known, steps=steps,
@@ -128,7 +100,7 @@ def test_smc_matches_the_exact_conditional_where_replacement_does_not(name: str)
     x = res.samples[:, ~known]
     assert tv(cond, masses(cond, x)) <= tol, (masses(cond, x), cond.weights)
     frechet_at_floor(cond, x)
-    prior, _, obs = PROBLEMS[name]()
+    prior, _, obs = imputation_problems()[name]
     sde = VPSDE()
     rep = inpaint(prior.score_fn(sde), sde, obs[None].expand(n, -1), known, steps=100,
                   generator=gen(0))  # fmt: skip
@@ -136,7 +108,7 @@ def test_smc_matches_the_exact_conditional_where_replacement_does_not(name: str)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", list(PROBLEMS))
+@pytest.mark.parametrize("name", list(imputation_problems()))
 def test_smc_mode_masses_within_two_percent(name: str) -> None:
     # K = 64 particles per observation, 300 steps (the bias left at 100 steps is mostly the
     # time discretisation's), 1000 observations: the weighted particles' mode masses within
@@ -211,7 +183,7 @@ def test_smc_keeps_known_pixels_and_draws_come_from_the_particles(sde: VPSDE) ->
 
 
 def test_batch_size_bounds_the_particles_per_score_call() -> None:
-    prior, known, obs = PROBLEMS["2d-one"]()
+    prior, known, obs = imputation_problems()["2d-one"]
     sde = VPSDE()
     rows: list[int] = []
 
@@ -233,7 +205,7 @@ def test_batch_size_bounds_the_particles_per_score_call() -> None:
 
 
 def test_default_call_keeps_its_return_type_and_info_describes_it() -> None:
-    prior, known, obs = PROBLEMS["2d-one"]()
+    prior, known, obs = imputation_problems()["2d-one"]
     sde = VPSDE()
     y = obs[None].expand(4, -1)
     x = inpaint(prior.score_fn(sde), sde, y, known, steps=10, generator=gen(3))
@@ -250,7 +222,7 @@ def test_default_call_keeps_its_return_type_and_info_describes_it() -> None:
 
 
 def test_repaint_costs_u_times_the_steps_and_keeps_known_values() -> None:
-    prior, known, obs = PROBLEMS["2d-one"]()
+    prior, known, obs = imputation_problems()["2d-one"]
     sde = VPSDE()
     seen: list[tuple[int, int]] = []
     res = inpaint(prior.score_fn(sde), sde, obs[None].expand(8, -1), known, steps=10,
@@ -277,7 +249,7 @@ def test_repaint_is_exact_where_replacement_is() -> None:
 @pytest.mark.slow
 def test_repaint_is_less_biased_than_replacement_on_a_mixture() -> None:
     # RePaint's repeats move mass towards the exact mode weights, short of exactness
-    prior, known, obs = PROBLEMS["2d-one"]()
+    prior, known, obs = imputation_problems()["2d-one"]
     cond = gaussian_mixture_conditional(prior, known, obs)
     sde, n = VPSDE(), 3000
     y = obs[None].expand(n, -1)
@@ -319,7 +291,7 @@ def test_colorize_smc_samples_the_colour_conditional() -> None:
 def test_solve_linear_smc_for_a_batch_of_measurements() -> None:
     # two different noisy measurements y = x1 + 0.5 x2 + N(0, 0.3^2), 400 copies of each, one
     # SMC run (16 particles, pgdm twist) per copy
-    prior, sde = mixture2(), VPSDE()
+    prior, sde = imputation2d(), VPSDE()
     a = torch.tensor([[1.0, 0.5]], dtype=DT)
     ys = torch.tensor([[0.3], [-1.5]], dtype=DT)
     n = 400
@@ -338,7 +310,7 @@ def test_solve_linear_smc_for_a_batch_of_measurements() -> None:
 
 
 def test_bad_input() -> None:
-    prior, known, obs = PROBLEMS["2d-one"]()
+    prior, known, obs = imputation_problems()["2d-one"]
     sde = VPSDE()
     score, y = prior.score_fn(sde), obs[None]
 
