@@ -5,9 +5,29 @@ The SDE zoo and the analytic targets are in ``conftest.py``.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from typing import Any
 
 import torch
+
+ONE_THREAD_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+"""torchrun's default for its workers, here for every process a test starts."""
+
+
+def run_scoresde(
+    *argv: object, nproc: int = 0, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """``python -m scoresde ARGV`` in a real process, or through ``torchrun --standalone
+    --nproc_per_node=NPROC`` (torchrun's own entry point); asserts exit status 0 if ``check``."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                f"--nproc_per_node={nproc}"] if nproc else [sys.executable]  # fmt: skip
+    proc = subprocess.run([*launcher, "-m", "scoresde", *map(str, argv)], capture_output=True,
+                          text=True, timeout=600, env=ONE_THREAD_ENV)  # fmt: skip
+    if check:
+        assert proc.returncode == 0, (argv, proc.stdout[-2000:], proc.stderr[-4000:])
+    return proc
 
 
 class HostReads:

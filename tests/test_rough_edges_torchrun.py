@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from helpers import run_scoresde
 
 pytestmark = pytest.mark.slow  # real torchrun launches: `make test-all`
 
@@ -24,11 +25,7 @@ TINY = ["--device", "cpu", "--no-progress", "--no-tensorboard", "--sample-n", "0
 
 def torchrun(*argv: object, nproc: int = 1) -> subprocess.CompletedProcess[str]:
     """``torchrun --standalone --nproc_per_node=N -m scoresde ARGV`` (torchrun's entry point)."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc_per_node={nproc}", "-m", "scoresde", *map(str, argv)]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, (argv, proc.stdout[-2000:], proc.stderr[-4000:])
-    return proc
+    return run_scoresde(*argv, nproc=nproc)
 
 
 @pytest.fixture(scope="module")

@@ -26,23 +26,13 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from helpers import ONE_THREAD_ENV as ENV
+from helpers import run_scoresde as scoresde
 from scoresde.train import TrainConfig, Trainer
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not dist.is_gloo_available(), reason="gloo")]
 
 CPU = ["--device", "cpu", "--no-progress"]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # torchrun's default for its workers, here for all
-
-
-def scoresde(*argv: object, nproc: int = 0, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """``python -m scoresde ARGV``, or through ``torchrun --nproc_per_node=NPROC``."""
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                f"--nproc_per_node={nproc}"] if nproc else [sys.executable]  # fmt: skip
-    proc = subprocess.run([*launcher, "-m", "scoresde", *map(str, argv)], capture_output=True,
-                          text=True, timeout=600, env=ENV)  # fmt: skip
-    if check:
-        assert proc.returncode == 0, (argv, proc.stdout[-2000:], proc.stderr[-4000:])
-    return proc
 
 
 @pytest.fixture(scope="module")
