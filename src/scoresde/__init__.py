@@ -19,7 +19,14 @@ from .inverse import colorize, inpaint
 from .likelihood import LikelihoodResult, bits_per_dim, decode, dequantize, encode, log_likelihood
 from .losses import dsm_loss, flow_matching_loss
 from .parameterize import ScoreModel
-from .sampling import SampleResult, Schedule, available_samplers, get_times, sample
+from .sampling import (
+    SampleResult,
+    Schedule,
+    available_samplers,
+    fit_schedule,
+    get_times,
+    sample,
+)
 from .sampling.base import sampler_help
 from .sde import (
     EDMSDE,
@@ -51,6 +58,7 @@ __all__ = [
     "sample",
     "SampleResult",
     "Schedule",
+    "fit_schedule",
     "available_samplers",
     "sampler_help",
     "get_times",

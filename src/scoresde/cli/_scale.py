@@ -25,6 +25,7 @@ from .core import CLIError, progress_bar, progress_enabled, say
 
 if TYPE_CHECKING:
     from ..data import ArrayDataset
+    from ..likelihood import LikelihoodGrid
     from ..sde import ScoreFn
     from ..shard import ShardResult
     from ..train import TrainedModel
@@ -43,6 +44,8 @@ __all__ = [
     "load_eval_data",
     "dataset_likelihood",
     "likelihood_summary",
+    "fit_likelihood_grid",
+    "CALIBRATION_POINTS",
 ]
 
 DIST_TIMEOUT = timedelta(hours=12)
@@ -184,11 +187,13 @@ def draw_samples(
     info: DistInfo,
     folder: Path | None,
     fingerprint: dict[str, Any],
+    **options: Any,
 ) -> Tensor | None:
     """``--num-samples`` samples (training space, CPU) in shards of ``--batch-size``; rank 0.
 
     Bit-identical to one process on a CPU whatever the number of processes: sample ``i`` is
-    drawn with the counter-based noise of index ``i`` in a batch of the same rows.
+    drawn with the counter-based noise of index ``i`` in a batch of the same rows. ``options``:
+    more arguments of :func:`scoresde.sample` (e.g. ``schedule=``).
     """
     from ..shard import sample_sharded
 
@@ -201,7 +206,7 @@ def draw_samples(
         score, trained.sde, (n, *trained.event_shape), seed=args.seed, shard_size=size,
         folder=folder, resume=args.resume, fingerprint=fingerprint, on_progress=update,
         device=info.device, sampler=args.sampler, steps=args.steps, precision=args.precision,
-        progress=progress_enabled(args) and info.is_main,
+        progress=progress_enabled(args) and info.is_main, **options,
     )  # fmt: skip
     close()
     _resumed_note(args, info, res, "samples")
@@ -264,6 +269,9 @@ def dataset_likelihood(
     if info.is_main:
         say(args, f"solving the probability-flow ODE for {n} points of {ds.info.name} "
                   f"({div} divergence) on {info.world_size} process(es)")  # fmt: skip
+    grid = None
+    if getattr(args, "fit_grid", None) is not None:
+        grid = fit_likelihood_grid(args, trained, rows, n, div, eps, info)
     update, close = _progress(args, info, n, "likelihood", "point")
     fp = {"data": ds.info.name, "split": args.split, "dequantize": dequantize}
     res = log_likelihood_sharded(
@@ -271,11 +279,70 @@ def dataset_likelihood(
         shard_size=min(args.batch_size, n), folder=folder, resume=args.resume,
         fingerprint={**fp, **model_fingerprint(args, trained)}, on_progress=update,
         device=info.device, rtol=args.rtol, atol=args.atol, divergence=div, eps=eps,
+        **({} if grid is None else {"grid": grid}),
     )  # fmt: skip
     close()
     _resumed_note(args, info, res, "the likelihood")
-    settings = {"divergence": div, "eps": eps, "rtol": args.rtol, "atol": args.atol}
+    settings: dict[str, Any] = {"divergence": div, "eps": eps, "rtol": args.rtol, "atol": args.atol}
+    if grid is not None:
+        settings["grid"] = {
+            "nfe": grid.nfe, "method": grid.method, "nodes_u": list(grid.nodes),
+            "calibration_error_bits_per_dim": grid.calibration_error,
+            "uniform_error_bits_per_dim": grid.uniform_error, "fit_calls": grid.fit_calls,
+        }  # fmt: skip
     return res.arrays, settings
+
+
+CALIBRATION_POINTS = 128
+"""Points of the evaluated data (the first ones) that ``--fit-grid`` fits the grid on."""
+
+
+def fit_likelihood_grid(
+    args: argparse.Namespace,
+    trained: TrainedModel,
+    rows: Callable[[int, int], Tensor],
+    n: int,
+    divergence: str,
+    eps: float,
+    info: DistInfo,
+) -> LikelihoodGrid:
+    """``--fit-grid NFE``: fit a likelihood grid on rank 0, the same one on every rank.
+
+    Rank 0 fits it (:func:`scoresde.likelihood.fit_grid`) on the first
+    :data:`CALIBRATION_POINTS` points (dequantised as scored), probes seeded by ``--seed``, and
+    sends it to the other ranks, so every rank solves with the same nodes and the same number of
+    batched calls.
+    """
+    from ..likelihood import fit_grid
+    from ..likelihood.grid import steps_for
+    from ..shard import shard_seed
+
+    try:
+        steps_for(args.fit_grid, "dopri5")
+    except ValueError as err:
+        raise CLIError(f"--fit-grid: {err}") from None
+    grid = None
+    if info.is_main:
+        m = min(CALIBRATION_POINTS, n)
+        gen = torch.Generator(device=info.device)
+        gen.manual_seed(shard_seed(args.seed, 0, stream=2))
+        say(args, f"fitting a likelihood grid of {args.fit_grid} batched calls on {m} points")
+        grid = fit_grid(
+            trained.score_fn, trained.sde, rows(0, m).to(info.device), nfe=args.fit_grid,
+            divergence=divergence, eps=eps, generator=gen,
+        )  # fmt: skip
+        say(args, f"likelihood grid: {grid.nfe} batched calls per solve ({grid.steps} "
+                  f"{grid.method} steps), calibration error {grid.calibration_error:.2e} "
+                  f"bits/dim (uniform nodes {grid.uniform_error:.2e}); the fit took "
+                  f"{grid.fit_calls} batched calls")  # fmt: skip
+    if info.distributed:
+        import torch.distributed as dist
+
+        box = [grid]
+        dist.broadcast_object_list(box, src=0)
+        grid = box[0]
+    assert grid is not None
+    return grid
 
 
 def _stderr(values: Tensor) -> float | None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from ._io import write_npz
 from ._scale import (
+    CALIBRATION_POINTS,
     add_shard_arguments,
     add_solver_arguments,
     dataset_likelihood,
@@ -60,6 +61,16 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=256, help="points per ODE solve (default 256)")
     add_solver_arguments(p)
     p.add_argument(
+        "--fit-grid",
+        type=int,
+        metavar="NFE",
+        default=None,
+        help="solve on a fixed grid of NFE batched score calls fitted to the model on the first "
+        "128 points (scoresde.likelihood.fit_grid; rank 0 fits it, every process uses it): the "
+        "same calls for every point, no per-step synchronisation; --rtol/--atol are then "
+        "unused (default: the adaptive solver)",
+    )
+    p.add_argument(
         "--seed",
         type=int,
         default=0,
@@ -97,6 +108,13 @@ def _run(args: argparse.Namespace) -> int:
                 f", {result['bits_per_dim']:.4f} bits/dim ({ds.info.levels} levels, dequantised)"
             )
         print(f"{line} on {n} points of {name} ({args.split})")
+        if "grid" in result:
+            g = result["grid"]
+            print(f"fixed grid: {g['nfe']} batched score calls per solve, fitted on "
+                  f"{min(n, CALIBRATION_POINTS)} points: calibration error "
+                  f"{g['calibration_error_bits_per_dim']:.2e} bits/dim (uniform nodes "
+                  f"{g['uniform_error_bits_per_dim']:.2e}), fit cost {g['fit_calls']} "
+                  f"batched calls")  # fmt: skip
         if args.points:
             write_npz(Path(args.points), **{k: v.numpy() for k, v in arrays.items()})
             print(f"wrote {args.points}")

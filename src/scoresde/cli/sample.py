@@ -30,6 +30,7 @@ from ._scale import (
     remove_shards,
     shard_folder,
 )
+from ._schedules import stored_schedule
 from .core import (
     CLIError,
     Command,
@@ -123,6 +124,16 @@ def _configure(p: argparse.ArgumentParser) -> None:
         help="show what sampler NAME (default: the --sampler) does and its "
         "options (keyword arguments of scoresde.sample), then exit",
     )
+    from ..sampling.schedules import SCHEDULES
+
+    p.add_argument(
+        "--schedule",
+        default=None,
+        choices=(*SCHEDULES, "default"),
+        help="step schedule: a named one, or default (the sampler's own); without it, the "
+        "schedule 'scoresde fit-schedule' stored in the run folder for this --sampler and "
+        "--steps, else the sampler's own",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the samples (default 0)")
     p.add_argument(
         "--batch-size",
@@ -183,6 +194,17 @@ def _note_negative(args: argparse.Namespace, flag: str, weight: float) -> None:
         )
 
 
+def _schedule(args: argparse.Namespace, trained: TrainedModel) -> dict[str, Any]:
+    """``schedule=`` of the samples: ``--schedule``, else a stored fitted one (said on stderr)."""
+    if args.schedule is not None:
+        return {} if args.schedule == "default" else {"schedule": args.schedule}
+    raw = bool(getattr(args, "raw_weights", False))
+    sched, note = stored_schedule(trained, args.ckpt, args.sampler, args.steps, raw)
+    if note and os.environ.get("RANK", "0") == "0":  # once under torchrun
+        print(f"scoresde sample: {note}", file=sys.stderr)
+    return {} if sched is None else {"schedule": sched}
+
+
 def _write(args: argparse.Namespace, trained: TrainedModel, xs: Tensor) -> None:
     """Write the samples (data space) as ``.npz`` arrays or a plot."""
     from .. import plots
@@ -221,8 +243,10 @@ def _run(args: argparse.Namespace) -> int:
             args, out=(".png", ".npz"), counts=("num_samples", "steps", "batch_size")
         )
         score = _score(args, trained)
+        sched = _schedule(args, trained)
         folder = shard_folder(args, info)
-        xs = draw_samples(args, trained, score, info, folder, _fingerprint(args, trained))
+        fp = _fingerprint(args, trained)
+        xs = draw_samples(args, trained, score, info, folder, fp, **sched)
         if xs is not None:  # rank 0 writes the samples; the shards go once they are safe
             _write(args, trained, trained.to_data(xs))
             remove_shards(folder)

@@ -2,7 +2,8 @@
 
 * :class:`ConsistencyModel` -- ``f(x_hat, sigma)`` around any score model, on any SDE through
   its sigma-space, with ``f(x, sigma_min) = x`` exactly; ``model.score_fn()`` is what
-  ``scoresde.sample(..., sampler="consistency")`` takes.
+  ``scoresde.sample(..., sampler="consistency")`` takes (with ``steps >= 2`` the re-noise
+  levels are read off the model: :func:`scoresde.sampling.consistency.consistency_schedule`).
 * :func:`distill` (CD from any score function, Heun/Euler or a callable teacher step, EMA
   target, pseudo-Huber or squared loss), :func:`consistency_train` (iCT: no teacher, no EMA
   target, pseudo-Huber, log-normal levels, doubling curriculum), :func:`ect_finetune` (ECT from

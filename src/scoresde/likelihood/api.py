@@ -17,6 +17,7 @@ from .._checks import check_choice, check_device, check_positive, check_tensor
 from ..sde import SDE, ScoreFn
 from .divergence import draw_probes
 from .flow import ProbabilityFlow, probability_flow
+from .grid import GridSolver, LikelihoodGrid, check_grid
 from .rk import RHS, TABLEAUS, Norm, ODESolution, rms_norm, solve_ivp_batched
 
 __all__ = ["LikelihoodResult", "log_likelihood", "encode", "decode"]
@@ -37,7 +38,8 @@ class LikelihoodResult:
     latent: Tensor
     """``z = x(T)``, the PF-ODE image of ``x``, shaped like ``x``."""
     nfe: Tensor
-    """Score evaluations each sample took, ``(B,)`` int64 (its own adaptive steps)."""
+    """Score evaluations each sample took, ``(B,)`` int64 (its own adaptive steps; on a grid,
+    ``grid.nfe`` for every sample)."""
     calls: int
     """Batched ``score_fn`` calls (each over the still-unfinished samples)."""
     prior_log_prob: Tensor
@@ -76,13 +78,18 @@ class FlowSolver:
 
 
 def solve_log_density(
-    flow: ProbabilityFlow, x: Tensor, probes: Tensor | None, eps: float, solver: FlowSolver
+    flow: ProbabilityFlow,
+    x: Tensor,
+    probes: Tensor | None,
+    eps: float,
+    solver: FlowSolver | GridSolver,
 ) -> LikelihoodResult:
     """``log p_eps(x)`` of one batch by the PF ODE (Song et al. 2021, eq. 39; Chen et al. 2018).
 
     ``log p_eps(x) = log p_prior(z) + int_eps^T div(dx/dt) dt`` with ``z = x(T)``: integrate
     ``[w, A]`` (see :mod:`.flow`) from ``eps`` to ``T`` and add the closed-form terms.
     ``probes`` ``(P, B, d)`` give Hutchinson's trace estimate; ``None`` the exact trace.
+    ``solver`` is the adaptive :class:`FlowSolver` or a fitted grid's :class:`~.grid.GridSolver`.
     """
     t0, t1 = _times(flow.sde, x, eps)
     state = torch.cat([flow.to_state(x, t0), x.new_zeros(x.shape[0], 1)], dim=1)
@@ -91,6 +98,25 @@ def solve_log_density(
     prior = flow.sde.prior_log_prob(z)
     delta = sol.y[:, -1] + flow.log_scale_correction(t0, t1)
     return LikelihoodResult(prior + delta, z, sol.nfe, sol.calls, prior)
+
+
+def _solver(
+    adaptive: FlowSolver,
+    grid: LikelihoodGrid | None,
+    sde: SDE,
+    x: Tensor,
+    eps: float,
+    *,
+    forward: bool,
+) -> FlowSolver | GridSolver:
+    """The adaptive solver, or the grid's fixed-step one (the grid checked against the inputs).
+
+    Call after :func:`_check_common`.
+    """
+    if grid is None:
+        return adaptive
+    check_grid(grid, sde, tuple(x.shape[1:]), eps)
+    return GridSolver(grid, forward)
 
 
 def _times(sde: SDE, x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
@@ -178,6 +204,7 @@ def log_likelihood(
     eps: float = 1e-5,
     generator: torch.Generator | None = None,
     batch_size: int | None = None,
+    grid: LikelihoodGrid | None = None,
 ) -> LikelihoodResult:
     """Exact log-likelihood ``log p_eps(x)`` by the probability-flow ODE.
 
@@ -217,6 +244,10 @@ def log_likelihood(
         batch_size: solve at most this many samples at a time (peak memory independent of
             ``B``). Each sample has its own adaptive steps and the probes are drawn for the whole
             batch at once, so the result does not depend on the chunking.
+        grid: a :class:`~.grid.LikelihoodGrid` from :func:`~.fitting.fit_grid` for this model,
+            SDE and ``eps``: solve on its fixed nodes instead (``rtol``, ``atol`` and ``method``
+            are then unused). Every sample takes ``grid.nfe`` batched score calls per chunk and
+            no tensor is read into Python during the solve.
 
     Returns:
         :class:`LikelihoodResult` with ``log_prob`` (nats, ``(B,)``), ``latent``, ``nfe``.
@@ -224,11 +255,11 @@ def log_likelihood(
     """
     _check_common(score_fn, sde, x, "x", rtol, atol, method, eps)
     _check_estimator(divergence, probe, probes, generator, batch_size)
+    solver = _solver(FlowSolver(rtol, atol, method), grid, sde, x, eps, forward=True)
     flow = probability_flow(score_fn, sde, tuple(x.shape[1:]))
     v = None
     if divergence == "hutchinson":
         v = draw_probes(probe, x.shape[0], flow.dim, probes, generator, x)
-    solver = FlowSolver(rtol, atol, method)
     size = x.shape[0] if batch_size is None else batch_size
     parts = []
     for i in range(0, x.shape[0], size):  # probes for the whole batch: chunking changes nothing
@@ -247,14 +278,17 @@ def encode(
     atol: float = 1e-5,
     method: str = "dopri5",
     eps: float = 1e-5,
+    grid: LikelihoodGrid | None = None,
 ) -> Tensor:
     """Map data ``x`` at time ``eps`` to its latent ``z = x(T)`` by the PF ODE.
 
     The PF ODE (Song et al. 2021, eq. 13) is a deterministic, invertible map; same solver and
     settings as :func:`log_likelihood` (and :func:`decode`, its inverse up to the tolerance).
-    Returns ``z`` shaped like ``x``.
+    Returns ``z`` shaped like ``x``. ``grid``: solve on a fitted grid's fixed nodes (as
+    :func:`log_likelihood`).
     """
-    return _transport(score_fn, sde, x, "x", FlowSolver(rtol, atol, method), eps, forward=True)
+    solver = FlowSolver(rtol, atol, method)
+    return _transport(score_fn, sde, x, "x", solver, grid, eps, forward=True)
 
 
 @torch.no_grad()
@@ -267,13 +301,16 @@ def decode(
     atol: float = 1e-5,
     method: str = "dopri5",
     eps: float = 1e-5,
+    grid: LikelihoodGrid | None = None,
 ) -> Tensor:
     """Map a latent ``z`` at time ``T`` back to data at time ``eps`` by the PF ODE.
 
     The inverse of :func:`encode` with the same settings. ``z`` drawn from the prior gives a
-    sample of the model (the deterministic PF-ODE sampler with adaptive steps).
+    sample of the model (the deterministic PF-ODE sampler with adaptive steps). ``grid``: solve
+    on a fitted grid's fixed nodes, backwards (as :func:`log_likelihood`).
     """
-    return _transport(score_fn, sde, z, "z", FlowSolver(rtol, atol, method), eps, forward=False)
+    solver = FlowSolver(rtol, atol, method)
+    return _transport(score_fn, sde, z, "z", solver, grid, eps, forward=False)
 
 
 def _transport(
@@ -281,13 +318,15 @@ def _transport(
     sde: SDE,
     x: Tensor,
     name: str,
-    solver: FlowSolver,
+    adaptive: FlowSolver,
+    grid: LikelihoodGrid | None,
     eps: float,
     *,
     forward: bool,
 ) -> Tensor:
     """Check the inputs, then carry ``x`` from ``eps`` to ``T`` (``forward``) or back."""
-    _check_common(score_fn, sde, x, name, solver.rtol, solver.atol, solver.method, eps)
+    _check_common(score_fn, sde, x, name, adaptive.rtol, adaptive.atol, adaptive.method, eps)
+    solver = _solver(adaptive, grid, sde, x, eps, forward=forward)
     flow = probability_flow(score_fn, sde, tuple(x.shape[1:]))
     t_eps, t_end = _times(sde, x, eps)
     t_from, t_to = (t_eps, t_end) if forward else (t_end, t_eps)

@@ -19,7 +19,18 @@ from torch import Tensor
 
 from .._checks import check_choice
 
-__all__ = ["Tableau", "TABLEAUS", "ODESolution", "solve_ivp_batched", "RHS", "Norm", "rms_norm"]
+__all__ = [
+    "Tableau",
+    "TABLEAUS",
+    "ODESolution",
+    "solve_ivp_batched",
+    "FixedSolution",
+    "solve_fixed",
+    "substeps",
+    "RHS",
+    "Norm",
+    "rms_norm",
+]
 
 RHS = Callable[[Tensor, Tensor, Tensor], Tensor]
 """``F(rows, u, y) -> dy/du``: ``rows`` are the original batch indices of the ``y`` rows.
@@ -300,6 +311,28 @@ def _start(
     return state
 
 
+def _stages(
+    f: _Counter, tab: Tableau, rows: Tensor, y: Tensor, k0: Tensor, hs: Tensor, *, last: bool = True
+) -> tuple[Tensor, list[Tensor]]:
+    """Stages ``1..`` of a step of signed size ``hs`` ``(B, 1)`` that ``f.prepare`` announced.
+
+    Returns the state at the last stage (the propagated solution of an FSAL pair) and the stage
+    derivatives ``[k0, k1, ...]``; the last stage is evaluated only if ``last`` (it serves the
+    error estimate and the next step, not the solution).
+    """
+    ks = [k0]
+    y_stage = y
+    for i in range(1, tab.stages):
+        acc = ks[0] * tab.a[i][0]
+        for j in range(1, i):
+            if tab.a[i][j] != 0.0:
+                acc.add_(ks[j], alpha=tab.a[i][j])
+        y_stage = torch.addcmul(y, hs, acc)
+        if last or i < tab.stages - 1:
+            ks.append(f.stage(i, rows, y_stage))
+    return y_stage, ks
+
+
 def _rk_step(f: _Counter, tab: Tableau, live: _Live, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """One step of the embedded pair (Dormand & Prince 1980): ``(y_new, F(y_new), error)``.
 
@@ -308,14 +341,7 @@ def _rk_step(f: _Counter, tab: Tableau, live: _Live, h: Tensor) -> tuple[Tensor,
     """
     hs = (live.direction * h)[:, None]
     f.prepare(live.u, live.direction * h)
-    ks = [live.k_first]
-    for i in range(1, tab.stages):
-        acc = ks[0] * tab.a[i][0]
-        for j in range(1, i):
-            if tab.a[i][j] != 0.0:
-                acc.add_(ks[j], alpha=tab.a[i][j])
-        y_stage = torch.addcmul(live.y, hs, acc)
-        ks.append(f.stage(i, live.rows, y_stage))
+    y_stage, ks = _stages(f, tab, live.rows, live.y, live.k_first, hs)
     err = ks[0] * tab.e[0]
     for k, e in zip(ks[1:], tab.e[1:], strict=True):
         if e != 0.0:
@@ -434,6 +460,80 @@ def solve_ivp_batched(
         f"{live.rows.numel()} sample(s) did not finish within max_steps={max_steps}; loosen "
         "rtol/atol or check score_fn"
     )
+
+
+@dataclass
+class FixedSolution:
+    """Result of :func:`solve_fixed`."""
+
+    y: Tensor
+    """The state at the last node."""
+    calls: int
+    """Batched right-hand-side calls: ``(stages - 1)`` per step (the last stage of an FSAL pair
+    is the next step's first)."""
+    states: list[Tensor]
+    """The state at every node from ``start`` on (``keep=True``), else empty."""
+    slopes: list[Tensor]
+    """``F`` at every node from ``start`` on but the last (``keep=True``), else empty."""
+
+
+def solve_fixed(
+    fn: RHS,
+    y0: Tensor,
+    nodes: Tensor,
+    *,
+    method: str = "dopri5",
+    start: int = 0,
+    k0: Tensor | None = None,
+    keep: bool = False,
+) -> FixedSolution:
+    """Integrate ``dy/du = fn(rows, u, y)`` over the fixed grid ``nodes``, the same for every row.
+
+    The propagated solution of an FSAL pair (:data:`TABLEAUS`) with fixed steps: no error
+    estimate, no accept/reject and no tensor read into Python, so every row costs the same
+    ``(stages - 1) * steps`` batched calls (the last stage of each step is the next step's
+    first; the final step skips it). ``nodes`` ``(K + 1,)`` on ``y0``'s device and dtype,
+    monotone in either direction; ``y0`` is the state at ``nodes[start]`` and ``k0``, if known,
+    ``fn`` there. ``keep`` records the states and slopes at the nodes (to restart a solve).
+    """
+    tab = TABLEAUS[check_choice("method", method, TABLEAUS)]
+    f = _Counter(fn, tab.c)
+    rows = torch.arange(y0.shape[0], device=y0.device)
+    ones = y0.new_ones(y0.shape[0])
+    steps = nodes.shape[0] - 1
+    y = y0
+    k = f(rows, nodes[start] * ones, y0) if k0 is None else k0
+    out = FixedSolution(y0, 0, [y0] if keep else [], [])
+    for i in range(start, steps):
+        h = (nodes[i + 1] - nodes[i]) * ones
+        f.prepare(nodes[i] * ones, h)
+        if keep:
+            out.slopes.append(k)
+        y, ks = _stages(f, tab, rows, y, k, h[:, None], last=i < steps - 1)
+        k = ks[-1]
+        if keep:
+            out.states.append(y)
+    out.y, out.calls = y, f.calls
+    return out
+
+
+def substeps(
+    fn: RHS, y: Tensor, k: Tensor, u: Tensor, h: Tensor, *, method: str = "dopri5", n: int = 2
+) -> tuple[Tensor, Tensor, int]:
+    """``n`` equal fixed steps of total signed size ``h`` per row from ``(u, y)``, ``k = fn`` there.
+
+    Every row has its own ``u`` and ``h`` ``(B,)`` (e.g. one row per step of a grid: the finer
+    solve of step doubling). Returns the end state, ``fn`` at it and the batched calls taken.
+    """
+    tab = TABLEAUS[check_choice("method", method, TABLEAUS)]
+    f = _Counter(fn, tab.c)
+    rows = torch.arange(y.shape[0], device=y.device)
+    hs = h / n
+    for j in range(n):
+        f.prepare(u + j * hs, hs)
+        y, ks = _stages(f, tab, rows, y, k, hs[:, None])
+        k = ks[-1]
+    return y, k, f.calls
 
 
 def _control(

@@ -22,6 +22,7 @@ from .api import SampleResult, sample
 from .base import (
     Context,
     SamplerSpec,
+    ScheduleContext,
     available_samplers,
     get_sampler,
     is_variance_exploding,
@@ -30,6 +31,7 @@ from .base import (
     sampler_help,
     sampler_table,
 )
+from .fit import FitResult, fit_schedule
 from .noise import CounterNoise
 from .schedules import SCHEDULES, Schedule, get_times
 
@@ -37,6 +39,7 @@ __all__ = [
     "sample",
     "SampleResult",
     "Context",
+    "ScheduleContext",
     "SamplerSpec",
     "available_samplers",
     "get_sampler",
@@ -47,6 +50,8 @@ __all__ = [
     "get_times",
     "Schedule",
     "SCHEDULES",
+    "fit_schedule",
+    "FitResult",
     "sampler_table",
     "sampler_help",
 ]

@@ -20,8 +20,9 @@ from .._checks import (
     trusted_times,
 )
 from ..sde import SDE, ScoreFn, denoiser_of
-from .base import Context, SamplerSpec, get_sampler
+from .base import Context, SamplerSpec, ScheduleContext, get_sampler
 from .noise import CounterNoise
+from .profile import StartMoments, start_moments
 from .schedules import Schedule, get_times
 
 __all__ = ["sample", "SampleResult"]
@@ -181,12 +182,16 @@ def sample(
     shape = _check_call(spec, score_fn, sde, shape, generator, x_init, precision, batch_size)
     spec.check(sde, options)
     dev, dt = _resolve(device, dtype, generator, x_init)
-    times = _times(spec, sde, steps, schedule, rho, eps, dev, dt)
+    checked = _CheckedScore(score_fn, PRECISIONS[precision])
+    rows = shape[0] if batch_size is None else min(shape[0], batch_size)
+    sctx = ScheduleContext(checked, sde, shape[1:], rows, dev, dt)
+    times = _times(spec, sctx, steps, schedule, rho, eps)
     noise = CounterNoise.from_generator(generator)
     if _check_noise_offset(noise_offset):
         noise = CounterNoise(noise.seed, offset=noise_offset)
-    checked = _CheckedScore(score_fn, PRECISIONS[precision])
     run = _Run(spec, checked, sde, generator, callback, progress, return_trajectory, denoise)
+    if spec.matched_start and x_init is None:
+        run.start = start_moments(sctx)
     x, nfe, traj = run.chunks(shape, times, noise, x_init, batch_size, options)
     if not (return_info or return_trajectory):
         return x
@@ -241,20 +246,24 @@ def _check_batch_size(batch_size: object) -> None:
 
 def _times(
     spec: SamplerSpec,
-    sde: SDE,
+    ctx: ScheduleContext,
     steps: int,
     schedule: str | Schedule | Tensor | None,
     rho: float,
     eps: float | None,
-    dev: torch.device,
-    dt: torch.dtype,
 ) -> Tensor:
-    """The time grid: the given schedule, else the sampler's preferred one, else the SDE's."""
+    """The time grid: the given schedule, else the sampler's preferred one, else the SDE's.
+
+    A sampler's preferred schedule may be a function of the step count and the model
+    (``schedule(steps, ctx)``), called here once per :func:`sample` call.
+    """
     if schedule is None:
         schedule = spec.schedule
-        if callable(schedule):  # a sampler's step-count-dependent preference
-            schedule = schedule(steps)
-    return get_times(sde, steps, schedule, eps=eps, rho=rho, device=dev, dtype=dt)
+        if callable(schedule):
+            if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+                raise ValueError(f"steps must be a positive integer, got {steps!r}")
+            schedule = schedule(steps, ctx)
+    return get_times(ctx.sde, steps, schedule, eps=eps, rho=rho, device=ctx.device, dtype=ctx.dtype)
 
 
 @dataclass
@@ -269,6 +278,8 @@ class _Run:
     progress: bool
     return_trajectory: bool
     denoise: bool | None
+    start: StartMoments | None = None
+    """The Gaussian start of a sampler with ``matched_start`` (else the prior's)."""
 
     def chunks(
         self,
@@ -306,11 +317,19 @@ class _Run:
     def _initial_state(
         self, shape: tuple[int, ...], noise: CounterNoise, x_init: Tensor | None, times: Tensor
     ) -> Tensor:
-        """A prior draw at ``times[0]`` (on ``times``' device and dtype), or ``x_init`` moved."""
-        if x_init is None:
-            std = _start_std(self.sde, float(times[0]))
-            return noise.randn(shape, times.device, times.dtype) * std
-        return x_init.to(device=times.device, dtype=times.dtype)
+        """A prior draw at ``times[0]`` (on ``times``' device and dtype), or ``x_init`` moved.
+
+        With :attr:`start`, the draw is from ``N(s (mean), s^2 (sigma^2 + var) I)`` at
+        ``times[0]`` instead: the noised data's mean and variance.
+        """
+        if x_init is not None:
+            return x_init.to(device=times.device, dtype=times.dtype)
+        z = noise.randn(shape, times.device, times.dtype)
+        if self.start is None:
+            return z * _start_std(self.sde, float(times[0]))
+        s, sig = self.sde.scale(times[:1]), self.sde.sigma(times[:1])
+        mean = self.start.mean.to(device=times.device, dtype=times.dtype)
+        return s * (mean + (sig**2 + self.start.var).sqrt() * z)
 
     def batch(
         self,

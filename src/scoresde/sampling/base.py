@@ -24,6 +24,7 @@ from .noise import CounterNoise
 __all__ = [
     "SamplerSpec",
     "Context",
+    "ScheduleContext",
     "register",
     "get_sampler",
     "available_samplers",
@@ -96,6 +97,30 @@ def any_sde(sde: SDE) -> bool:
     return True
 
 
+@dataclass
+class ScheduleContext:
+    """What a sampler's preferred schedule may look at besides the number of steps.
+
+    Given to a schedule function ``schedule(steps, ctx)`` of :func:`register` by
+    :func:`scoresde.sample` when the caller passes no ``schedule=``: the (checked) score
+    function, the SDE, the shape of one sample, the rows of one batch and the sampling device
+    and dtype. Calls a schedule function makes through :meth:`score` are counted in ``calls``.
+    """
+
+    score_fn: ScoreFn
+    sde: SDE
+    event_shape: tuple[int, ...]
+    batch: int
+    device: torch.device
+    dtype: torch.dtype
+    calls: int = 0
+
+    def score(self, x: Tensor, t: Tensor) -> Tensor:
+        """The score at ``x`` (a batch) and times ``t`` (shape ``(B,)``), counted in ``calls``."""
+        self.calls += 1
+        return self.score_fn(x, t)
+
+
 @dataclass(frozen=True)
 class SamplerSpec:
     """A registered sampler and its declared contract."""
@@ -113,12 +138,17 @@ class SamplerSpec:
     denoise: bool = False
     """Whether a final Tweedie step to noise level 0 is taken unless ``denoise=`` says."""
     schedule: Any = None
-    """Preferred step schedule: a name, a :class:`Schedule`, a function of ``steps`` returning
-    one, or ``None`` for the SDE's default."""
+    """Preferred step schedule: a name, a :class:`Schedule`, a function
+    ``schedule(steps, ctx: ScheduleContext)`` returning one (it may look at the model), or
+    ``None`` for the SDE's default."""
     description: str = ""
     """One line for the documentation table."""
     orders: tuple[int, ...] = ()
     """The orders its ``order`` option selects; ``(order,)`` for a sampler of one order."""
+    matched_start: bool = False
+    """Whether it starts (without ``x_init``) from the Gaussian matching the noised data's
+    mean and variance, read from the model (:func:`~scoresde.sampling.profile.start_moments`),
+    instead of the SDE's prior."""
 
     def __post_init__(self) -> None:
         if not self.orders:
@@ -161,6 +191,7 @@ def register(
     denoise: bool = False,
     schedule: Any = None,
     description: str = "",
+    matched_start: bool = False,
 ) -> Callable[[SamplerFn], SamplerFn]:
     """Decorator registering ``fn`` as the sampler ``name`` with its contract.
 
@@ -184,6 +215,7 @@ def register(
             schedule,
             description or (fn.__doc__ or "").strip().split("\n")[0].rstrip("."),
             orders,
+            matched_start,
         )
         return fn
 

@@ -1,47 +1,108 @@
 """``sampler="fast"``: the recommended few-step sampler (NFE 5-20).
 
-DPM-Solver++(3M) with the UniC-style corrector (:mod:`.dpm_solver`) on a schedule uniform in
-log-SNR that stops at a noise level ``sigma_min > 0`` and ends with the Tweedie step to noise
-level 0 (:func:`fast_schedule`).
+DPM-Solver++(3M) (2M up to 5 steps) with the UniC-style corrector (:mod:`.dpm_solver`) on a
+grid chosen from the model (:func:`fast_schedule`) that stops at a noise level
+``sigma_min > 0`` and ends with the Tweedie step to noise level 0; it starts from the Gaussian
+matching the noised data's mean and variance (``matched_start``).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from torch import Tensor
 
-from .base import Context, register
+from .base import Context, ScheduleContext, register
 from .dpm_solver import dpm_solver
+from .profile import activity_levels, cached_profile, sigma_range
 from .schedules import Schedule
 
 __all__ = ["fast", "fast_schedule"]
 
 
-def fast_schedule(steps: int) -> Schedule:
-    """The schedule ``"fast"`` uses unless ``schedule=`` is given, by number of steps.
+FIXED_RANGES: dict[int | None, tuple[float, float | None]] = {
+    5: (0.15, 40.0),
+    12: (0.04, None),
+    None: (0.02, None),
+}
+"""The model-free ranges ``(sigma_min, sigma_max)`` by largest step count (``None``: more)."""
 
-    Uniform in log-SNR down to ``sigma_min``, then the Tweedie step to 0: up to 5 steps,
-    ``sigma_min = 0.15`` and the grid starts at noise level ``sigma_max = 40`` instead of
-    ``sigma(T)``; up to 12 steps ``sigma_min = 0.04``, beyond ``0.02``, both from ``T``. These
-    levels suit data of roughly unit scale; for other scales pass
-    ``schedule=Schedule("logsnr", sigma_min=..., sigma_max=...)`` with ``sigma_min`` near the
-    data's finest detail and ``sigma_max`` far above the data's spread. Starting below
-    ``sigma(T)`` draws the start from an isotropic Gaussian that only approximates the noised
-    data (biased mode masses when the data lie far from the origin). On a flow path
-    (``s(T) = 0``, e.g. :class:`~scoresde.RectifiedFlow`) the grid starts at ``T`` exactly,
-    where the prior is exact, and ``sigma_max`` is the noise level of its second point.
+PROFILE_RULES: dict[int | None, tuple[float, float | None, float]] = {
+    5: (0.5, 10.0, 0.5),
+    12: (0.2, 20.0, 1.0),
+    None: (0.02, 20.0, 1.0),
+}
+"""The model-chosen grids by largest step count: ``(r_min, start_factor, floor)``.
+
+``r_min`` and ``start_factor`` go to :func:`~scoresde.sampling.profile.sigma_range`,
+``floor`` to :func:`~scoresde.sampling.profile.activity_levels`. Chosen on random Gaussian
+mixtures (seeds 100-199 of ``benchmarks/samplers_general.py``) and measured on 24 others
+(seeds 0-23); see ``docs/design.md`` and ``benchmarks/RESULTS.md``."""
+
+
+SECOND_ORDER_STEPS = 5
+"""Up to this many steps ``fast`` is second order (DPM-Solver++(2M) + corrector)."""
+
+
+def _by_steps(table: dict[int | None, Any], steps: int) -> Any:
+    """The entry of ``table`` for ``steps`` (the first limit ``>= steps``, else ``None``'s)."""
+    for limit, value in table.items():
+        if limit is not None and steps <= limit:
+            return value
+    return table[None]
+
+
+def fast_schedule(steps: int, ctx: ScheduleContext | None = None) -> Schedule | Tensor:
+    """The grid ``"fast"`` uses unless ``schedule=`` is given: chosen from the model.
+
+    Given the model (``ctx``, as :func:`scoresde.sample` passes it), the grid comes from the
+    model's :func:`~scoresde.sampling.profile.noise_profile` (a probe of its denoiser at 24
+    noise levels on 128 rows, once per score function object, SDE and shape): it ends where
+    the denoiser's noise fraction ``r(sigma)`` falls to ``r_min`` (the data's finest scale),
+    starts at ``start_factor`` times the data's RMS size (or at ``T``, if that is lower), and
+    places its levels by :func:`~scoresde.sampling.profile.activity_levels`, denser where
+    ``r`` changes (:data:`PROFILE_RULES`); the sampler then denoises to 0 in one Tweedie step.
+    On a flow path (``s(T) = 0``) the grid starts at ``T`` exactly and is uniform in log-SNR
+    down to the chosen end. Without a model, or when the model's denoiser does not behave as
+    a denoiser (an untrained network), it is uniform in log-SNR between levels for data of
+    roughly unit scale (:data:`FIXED_RANGES`).
     """
-    if steps <= 5:
-        return Schedule("logsnr", sigma_min=0.15, sigma_max=40.0)
-    return Schedule("logsnr", sigma_min=0.04 if steps <= 12 else 0.02)
+    if ctx is None:
+        return _fixed(steps)
+    r_min, factor, floor = _by_steps(PROFILE_RULES, steps)
+    flow = ctx.sde.zero_terminal_snr
+    prof = cached_profile(ctx)
+    chosen = sigma_range(prof, r_min=r_min, start_factor=None if flow else factor)
+    if chosen is None:
+        return _fixed(steps)
+    lo, hi = chosen
+    if flow:
+        return Schedule("logsnr", sigma_min=lo)
+    top = float(prof.sigmas[0]) if hi is None else hi
+    sig = activity_levels(prof, top, lo, steps, floor=floor)
+    times = ctx.sde.sigma_inv(sig).clamp(ctx.sde.eps, ctx.sde.T)
+    if hi is None:
+        times[0] = ctx.sde.T
+    return times
 
 
-@register("fast", order=3, stochastic=False, denoise=True, schedule=fast_schedule)
+def _fixed(steps: int) -> Schedule:
+    lo, hi = _by_steps(FIXED_RANGES, steps)
+    return Schedule("logsnr", sigma_min=lo, sigma_max=hi)
+
+
+@register(
+    "fast", order=3, stochastic=False, denoise=True, schedule=fast_schedule, matched_start=True
+)
 def fast(ctx: Context, x: Tensor, times: Tensor) -> Tensor:
     """The recommended few-step sampler (NFE 5-20): DPM-Solver++(3M) + corrector.
 
-    DPM-Solver++(3M) with the UniC-style corrector on :func:`fast_schedule`.
+    DPM-Solver++(3M) with the UniC-style corrector on :func:`fast_schedule`; up to
+    :data:`SECOND_ORDER_STEPS` steps DPM-Solver++(2M) with the corrector, which held up better
+    on the uneven model-chosen grids of so few steps.
 
     ``steps`` solver steps cost ``steps`` score evaluations, plus one for the final Tweedie
     step to noise level 0 (``denoise=True``): ``steps=9`` is NFE 10.
     """
-    return dpm_solver(ctx, x, times, order=3, corrector=True)
+    order = 2 if times.numel() - 1 <= SECOND_ORDER_STEPS else 3
+    return dpm_solver(ctx, x, times, order=order, corrector=True)

@@ -10,10 +10,15 @@ A flow path with ``s(T) = 0`` (:class:`~scoresde.RectifiedFlow`) has ``sigma(T) 
 always start at ``T`` exactly, where the prior is exact and the samplers take a closed-form first
 step; the schedules in sigma (``karras``, ``logsnr``) then run from the second point ``t_1`` on:
 ``t_1`` is one uniform step below ``T``, or the time of ``Schedule(sigma_max=...)`` when given.
+
+A fitted schedule (:func:`scoresde.fit_schedule`) is a :class:`Schedule` of kind ``"fitted"``
+that carries its times explicitly (``Schedule.from_times``), with the SDE it was fitted for.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -42,6 +47,12 @@ class Schedule:
             data scale is far below ``sigma(T)``: few-step samplers spend no step up there. On
             a flow path (``s(T) = 0``) the grid still starts at ``T`` and ``sigma_max`` is the
             noise level of its second point.
+        times: explicit decreasing times ``t_0 > ... > t_N`` (kind ``"fitted"``, e.g. from
+            :func:`scoresde.fit_schedule`): :func:`get_times` returns them for ``steps = N``
+            only and ignores ``rho``; ``eps``/``sigma_min``/``sigma_max`` must stay unset.
+        sde: ``repr`` of the SDE the explicit ``times`` belong to; :func:`get_times` refuses
+            another SDE (``None``: not recorded, not checked).
+        sampler: the sampler the times were fitted for (a record; not checked).
     """
 
     kind: str = "karras"
@@ -49,8 +60,30 @@ class Schedule:
     eps: float | None = None
     sigma_min: float | None = None
     sigma_max: float | None = None
+    times: tuple[float, ...] | None = None
+    sde: str | None = None
+    sampler: str | None = None
+
+    @classmethod
+    def from_times(
+        cls,
+        times: Sequence[float] | Tensor,
+        sde: SDE | str | None = None,
+        sampler: str | None = None,
+    ) -> Schedule:
+        """A ``"fitted"`` schedule of explicit decreasing times (``T`` side first).
+
+        ``sde``: the SDE (or its ``repr``) the times belong to, checked by :func:`get_times`.
+        """
+        if isinstance(times, Tensor):
+            times = times.detach().double().cpu().reshape(-1).tolist()
+        name = repr(sde) if isinstance(sde, SDE) else sde
+        return cls("fitted", times=tuple(float(t) for t in times), sde=name, sampler=sampler)
 
     def __post_init__(self) -> None:
+        if self.kind == "fitted" or self.times is not None:
+            self._check_fitted()
+            return
         check_choice("schedule", self.kind, SCHEDULES)
         check_positive("rho", self.rho)
         if self.eps is not None and self.sigma_min is not None:
@@ -58,6 +91,24 @@ class Schedule:
         lo, hi = self.sigma_min, self.sigma_max
         if lo is not None and hi is not None and not check_positive("sigma_min", lo) < hi:
             raise ValueError(f"Schedule needs sigma_min < sigma_max, got {lo} and {hi}")
+
+    def _check_fitted(self) -> None:
+        """Explicit times go with kind ``"fitted"`` and without eps/sigma_min/sigma_max."""
+        if self.kind != "fitted" or self.times is None:
+            raise ValueError(
+                "a Schedule with explicit times has kind 'fitted' and a Schedule of kind "
+                "'fitted' needs its times: build one with Schedule.from_times(times, sde)"
+            )
+        if (self.eps, self.sigma_min, self.sigma_max) != (None, None, None):
+            raise ValueError(
+                "a fitted Schedule's times fix both ends: leave eps, sigma_min and sigma_max unset"
+            )
+        t = tuple(float(a) for a in self.times)
+        object.__setattr__(self, "times", t)  # a list given is kept as a tuple (hashable)
+        if len(t) < 2 or not all(math.isfinite(a) for a in t):
+            raise ValueError(f"a fitted Schedule needs >= 2 finite times, got {t!r}")
+        if not all(a > b for a, b in zip(t, t[1:], strict=False)) or t[-1] <= 0:
+            raise ValueError(f"a fitted Schedule's times must decrease strictly to > 0, got {t!r}")
 
     def start_time(self, sde: SDE) -> float:
         """The first time of the grid: ``T``, or the time of ``sigma_max`` (at most ``T``).
@@ -96,6 +147,8 @@ def get_times(
         return _user_times(sde, schedule, device, dtype)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    if isinstance(schedule, Schedule) and schedule.times is not None:
+        return _fitted_times(sde, steps, schedule, eps, device, dtype)
     t_start, sigma_max = sde.T, None
     if isinstance(schedule, Schedule):
         t_start, sigma_max = schedule.start_time(sde), schedule.sigma_max
@@ -146,6 +199,30 @@ def _from_flow_end(
                 f"(times {t_end:.3g} and {t_start:.3g}); got its time {t1:.3g}"
             )
     return torch.cat([ends[:1], _named_times(sde, name, steps - 1, t1, t_end, rho)])
+
+
+def _fitted_times(
+    sde: SDE,
+    steps: int,
+    schedule: Schedule,
+    eps: float | None,
+    device: torch.device | str | None,
+    dtype: torch.dtype,
+) -> Tensor:
+    """The explicit times of a fitted :class:`Schedule`, checked against ``steps`` and the SDE."""
+    times = schedule.times or ()
+    if steps != len(times) - 1:
+        raise ValueError(
+            f"this fitted schedule has {len(times) - 1} steps but steps={steps}: pass "
+            f"steps={len(times) - 1}, or fit a schedule for {steps} steps"
+        )
+    if schedule.sde is not None and schedule.sde != repr(sde):
+        raise ValueError(
+            f"this schedule was fitted for {schedule.sde}, not {sde!r}: fit one for this SDE"
+        )
+    if eps is not None:
+        raise ValueError("a fitted schedule fixes its final time: leave eps unset")
+    return _user_times(sde, torch.tensor(times, dtype=torch.float64), device, dtype)
 
 
 def _user_times(

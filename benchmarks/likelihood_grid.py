@@ -1,0 +1,369 @@
+"""Fitted likelihood grids: batched score calls against the SciPy RK45 reference at equal accuracy.
+
+Run: ``.venv/bin/python benchmarks/likelihood_grid.py [--quick] [--parts ab]`` (CPU, one torch
+thread; on the shared 2-core box 12 minutes for (a) and 19 for (b), run side by side while other
+jobs used the CPU; ``--quick`` is a smoke run of a few minutes).
+
+Issue 21 asks that ``scoresde.likelihood.fit_grid`` + ``log_likelihood(..., grid=...)`` need at
+most half the *batched* score calls of the SciPy RK45-in-``t`` reference
+(``likelihood_reference.scipy_rk45_loglik``: the whole batch one flat vector, one error norm) at
+equal accuracy, about 3e-3 bits/dim, on analytic mixtures; and on the two trained demo networks
+the same ratio, plus how a smoother time conditioning changes NFE and bits/dim.
+
+(a) Analytic targets (``scoresde.targets``: exact log-densities), float64, exact divergence.
+Each grid is fitted on 256 calibration points and scored on 128 other points (the 64-d target:
+32 and 64, and 24 trial solves instead of 48). The error of a fixed grid on a mixture is
+erratic in the calls (it depends on where nodes fall against the sharp turns of the hardest
+trajectories), and with 64 calibration points the calibration error did not predict the
+held-out one; with 256 it did, within about 2x. Accuracy is the
+RMS over the points of the error in bits/dim against the exact ODE answer
+(``likelihood_reference.exact_log_prob``). SciPy's batched calls are those of the loosest
+tolerance of the sweep 1e-3..1e-6 (6 per decade) that reaches the target; the grid's those of
+the fewest calls (6 per dopri5 step) whose fitted grid reaches it on the held-out points.
+
+(b) The two ``make demo`` networks (moons MLP under VP, digits U-Net under EDM), trained here
+with the demo settings (``likelihood_trained.train_demo_models``), and again with a smoother
+time embedding (Fourier scale 4 instead of 16, otherwise identical); tolerance 1e-5, 16 trial
+solves per fit (the fits of several hundred calls dominate the run on a CPU). Moons: exact trace;
+digits: Hutchinson with one fixed probe. Errors (RMSE, nats/dim) are against a tight solve of the
+float32 model's ODE (rtol = atol = 1e-10 in ``log sigma``, float64 copy:
+``likelihood_reference``). The grid is fitted on as many other test points (moons: float64
+copy, reference 1e-9; digits: the float32 U-Net, reference 1e-6).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+import scoresde
+from _shared import log
+from likelihood_reference import (
+    RTOLS,
+    exact_log_prob,
+    fixed_probe,
+    make_targets,
+    quick_parser,
+    scipy_rk45_loglik,
+    script_main,
+    sdes,
+    section,
+    tight_with_probe,
+)
+from likelihood_trained import train_demo_models
+from likelihood_variants import variant_log_likelihood
+from scoresde.likelihood import LikelihoodGrid, fit_grid, log_likelihood, uniform_grid
+from scoresde.likelihood.fitting import Calibration, calibrate, fit_calibrated
+from scoresde.targets import GaussianMixture
+
+TARGET = 3e-3
+"""Accuracy of part (a): RMS error in bits/dim."""
+PER_STEP = 6
+"""Batched calls of one fixed dopri5 step."""
+MAX_NFE = 240
+TEST_MOONS, TEST_DIGITS = 64, 16
+"""Test points of part (b) (the grids are fitted on as many others)."""
+SMOOTH_SCALE = 4.0
+"""The smoother Fourier time embedding of part (b) (the networks' default is 16)."""
+LN2 = math.log(2.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# (a) analytic mixtures
+def extra_targets() -> dict[str, GaussianMixture]:
+    """Two more mixtures beside ``likelihood_reference.make_targets``: a ring and a 16-d one."""
+    g = torch.Generator().manual_seed(7)
+    angles = torch.arange(8, dtype=torch.float64) * (2 * math.pi / 8)
+    ring = torch.stack([angles.cos(), angles.sin()], dim=1) * 2.0
+    wide = 3.0 * torch.randn(3, 16, generator=g, dtype=torch.float64)
+    return {
+        "ring d=2 (8 modes, std 0.05, weights 1..8)": GaussianMixture(
+            ring, variances=[0.0025] * 8, weights=torch.arange(1.0, 9.0).double()
+        ),
+        "mixture d=16 (3 modes, std 0.2-0.7, scale 3)": GaussianMixture(
+            wide, variances=[0.04, 0.2, 0.5], weights=[0.6, 0.3, 0.1]
+        ),
+    }
+
+
+def _bits(err_nats: Tensor, d: int) -> float:
+    """RMS over the points of an error in nats, as bits/dim."""
+    return float(err_nats.double().pow(2).mean().sqrt()) / (d * LN2)
+
+
+def _scipy_at_target(tg: GaussianMixture, sde: scoresde.SDE, x: Tensor) -> tuple[float, int, float]:
+    """``(rtol, batched calls, error)`` of the loosest SciPy tolerance reaching :data:`TARGET`."""
+    score, d = tg.score_fn(sde), x[0].numel()
+    err = math.nan
+    for tol in RTOLS:
+        lp, z, prior, calls = scipy_rk45_loglik(score, sde, x, rtol=tol, atol=tol)
+        err = _bits(lp - exact_log_prob(tg, sde, x, z, prior), d)
+        if err <= TARGET:
+            return tol, calls, err
+    return math.nan, 0, err
+
+
+def _grid_error(tg: GaussianMixture, sde: scoresde.SDE, x: Tensor, grid: LikelihoodGrid) -> float:
+    r = log_likelihood(tg.score_fn(sde), sde, x, divergence="exact", grid=grid)
+    return _bits(r.log_prob - exact_log_prob(tg, sde, x, r.latent, r.prior_log_prob), x[0].numel())
+
+
+def _sixes(v: float) -> int:
+    return max(PER_STEP, round(v / PER_STEP) * PER_STEP)
+
+
+def fewest_calls(
+    make: Callable[[int], LikelihoodGrid],
+    error: Callable[[LikelihoodGrid], float],
+    start: int,
+    target: float = TARGET,
+    max_nfe: int = MAX_NFE,
+) -> tuple[int, float, LikelihoodGrid | None]:
+    """The fewest calls (a multiple of 6) whose grid meets ``target``, searched from ``start``.
+
+    Brackets by factors of 1.5, then bisects (the error taken as monotone in the calls).
+    Returns ``(nfe, error, grid)``; ``(0, error at max_nfe, None)`` when none up to it does.
+    """
+    seen: dict[int, tuple[float, LikelihoodGrid]] = {}
+
+    def ok(nfe: int) -> bool:
+        if nfe not in seen:
+            grid = make(nfe)
+            seen[nfe] = (error(grid), grid)
+        return seen[nfe][0] <= target
+
+    lo, hi = 0, _sixes(min(start, max_nfe))
+    if ok(hi):
+        while hi > PER_STEP:
+            lo = _sixes(hi / 1.5) if _sixes(hi / 1.5) < hi else hi - PER_STEP
+            if not ok(lo):
+                break
+            hi, lo = lo, 0
+    else:
+        while not ok(hi):
+            if hi >= max_nfe:
+                return 0, seen[hi][0], None
+            lo, hi = hi, min(_sixes(hi * 1.5), max_nfe)
+    while lo and hi - lo > PER_STEP:
+        mid = min(max(_sixes((lo + hi) / 2), lo + PER_STEP), hi - PER_STEP)
+        lo, hi = (lo, mid) if ok(mid) else (mid, hi)
+    return hi, seen[hi][0], seen[hi][1]
+
+
+def analytic_row(name: str, tg: GaussianMixture, sde_name: str, sde: scoresde.SDE) -> list[str]:
+    """One case of part (a): SciPy at the target, the fitted and the uniform grid."""
+    dtype, big = torch.float64, tg.means.shape[1] > 16  # exact traces of 64-d: fewer points
+    xc = tg.sample(32 if big else 256, generator=torch.Generator().manual_seed(1), dtype=dtype)
+    x = tg.sample(64 if big else 128, generator=torch.Generator().manual_seed(2), dtype=dtype)
+    d, score = x[0].numel(), tg.score_fn(sde)
+    tol, n_ref, e_ref = _scipy_at_target(tg, sde, x)
+    t0 = time.perf_counter()
+    fits: list[LikelihoodGrid] = []
+
+    def fitted(nfe: int) -> LikelihoodGrid:
+        fits.append(fit_grid(score, sde, xc, nfe=nfe, divergence="exact",
+                             max_solves=24 if big else 48))  # fmt: skip
+        return fits[-1]
+
+    half = max(PER_STEP, n_ref // 2) if n_ref else 60
+    n_fit, e_fit, g = fewest_calls(fitted, lambda gr: _grid_error(tg, sde, x, gr), half)
+    secs = time.perf_counter() - t0
+    n_uni, e_uni, _ = fewest_calls(
+        lambda nfe: uniform_grid(sde, (d,), nfe=nfe), lambda gr: _grid_error(tg, sde, x, gr),
+        n_fit or half,
+    )  # fmt: skip
+    ratio = f"{n_fit / n_ref:.2f}" if n_fit and n_ref else "-"
+    cost = f"{g.fit_calls} ({secs / max(len(fits), 1):.1f} s)" if g is not None else "-"
+    return [
+        name, sde_name, f"{tol:.2g}", str(n_ref), f"{e_ref:.1e}",
+        str(n_fit or f">{MAX_NFE}"), f"{e_fit:.1e}", ratio, str(n_uni or f">{MAX_NFE}"), cost,
+    ]  # fmt: skip
+
+
+def part_a(quick: bool) -> str:
+    """Part (a)'s table and verdict."""
+    targets = {**make_targets(quick), **extra_targets()}
+    chosen = sdes() if not quick else {k: v for k, v in sdes().items() if k in ("VP", "EDM")}
+    rows = []
+    for name, tg in targets.items():
+        for sde_name, sde in chosen.items():
+            rows.append(analytic_row(name, tg, sde_name, sde))
+            log(" | ".join(rows[-1]))
+    ratios = [float(r[7]) for r in rows if r[7] != "-"]
+    met = sum(r <= 0.5 for r in ratios)
+    gmean = math.exp(sum(map(math.log, ratios)) / len(ratios)) if ratios else math.nan
+    header = ["target", "SDE", "SciPy rtol", "SciPy calls", "SciPy err", "grid calls",
+              "grid err", "ratio", "uniform grid calls", "fit cost: calls (s per fit)"]  # fmt: skip
+    return section(
+        f"(a) Analytic targets: batched calls at {TARGET:g} bits/dim (RMS, 128 held-out points"
+        " (64-d: 64), float64, exact divergence)",
+        "SciPy = RK45 in t on the flat batch, loosest rtol = atol of the sweep 1e-3..1e-6 reaching"
+        " the target. Grid = `fit_grid(..., nfe)` on 256 other points (64-d: 32), fewest calls"
+        " (multiples of 6, bracketing and bisection) reaching it on the held-out points;"
+        " uniform grid = nodes uniform in sigma/(0.6+sigma). Fit cost = batched calls over the"
+        " calibration points.",
+        header,
+        rows,
+        f"Ratio grid/SciPy <= 0.5 in {met} of {len(ratios)} cases; geometric mean {gmean:.2f}.",
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# (b) trained networks
+@contextlib.contextmanager
+def embedding_scale(scale: float | None) -> Iterator[None]:
+    """Train ``train_demo_models``' networks with another Fourier embedding scale.
+
+    ``likelihood_trained.train_demo_models`` builds its configurations itself; this adds
+    ``embedding_scale`` to their ``model_kwargs`` (``None``: unchanged).
+    """
+    import scoresde.train as train
+
+    original = train.TrainConfig
+    if scale is not None:
+
+        def patched(**kw: Any) -> Any:
+            kw["model_kwargs"] = {**kw.get("model_kwargs", {}), "embedding_scale": scale}
+            return original(**kw)
+
+        train.TrainConfig = patched  # type: ignore[misc,assignment]
+    try:
+        yield
+    finally:
+        train.TrainConfig = original  # type: ignore[misc]
+
+
+class Trained:
+    """One trained network, its test points, the tight reference and the error measure."""
+
+    def __init__(self, run: str, x: Tensor, n_cal: int) -> None:
+        self.trained = scoresde.load_trained(run)
+        self.model, self.sde = self.trained.model, self.trained.sde
+        self.eps = float(self.sde.eps)
+        self.xc, self.x = x[:n_cal], x[n_cal:]
+        self.d = self.x[0].numel()
+        self.exact = self.d <= 16
+        self.probe = None if self.exact else fixed_probe(self.x, 9)
+        self.m64 = copy.deepcopy(self.model).double()
+        self.ref = self._tight()
+        self.cal: Calibration | None = None
+
+    def _tight(self) -> Tensor:
+        if self.probe is not None:
+            return tight_with_probe(self.m64, self.sde, self.x.double(), self.probe.double(),
+                                    self.eps)[0]  # fmt: skip
+        return variant_log_likelihood(
+            self.m64, self.sde, self.x.double(), variable="log_sigma", first_probe=1.0,
+            divergence="exact", rtol=1e-10, atol=1e-10, eps=self.eps,
+        ).log_prob  # fmt: skip
+
+    def rmse(self, log_prob: Tensor) -> float:
+        """RMSE against the tight solve, nats/dim."""
+        return float((log_prob.double() - self.ref).pow(2).mean().sqrt()) / self.d
+
+    def scipy(self, tol: float) -> tuple[int, float]:
+        """SciPy RK45 at ``tol``: ``(batched calls, RMSE)``."""
+        lp, _, _, calls = scipy_rk45_loglik(self.model, self.sde, self.x, rtol=tol, atol=tol,
+                                            eps=self.eps, probes=self.probe)  # fmt: skip
+        return calls, self.rmse(lp)
+
+    def solve(self, **kw: Any) -> scoresde.LikelihoodResult:
+        """``log_likelihood`` on the test points (the probe of the reference)."""
+        gen = torch.Generator().manual_seed(9)
+        div = "exact" if self.exact else "hutchinson"
+        return log_likelihood(self.model, self.sde, self.x, divergence=div, eps=self.eps,
+                              generator=gen, **kw)  # fmt: skip
+
+    def fit(self, nfe: int) -> LikelihoodGrid:
+        """A grid fitted on the calibration points (their reference solved once).
+
+        Moons: float64 copy, reference at 1e-9; digits: the float32 U-Net, reference at 1e-6.
+        """
+        if self.cal is None:
+            model, xc = (self.m64, self.xc.double()) if self.exact else (self.model, self.xc)
+            self.cal = calibrate(
+                model, self.sde, xc, eps=self.eps, generator=torch.Generator().manual_seed(5),
+                divergence="exact" if self.exact else "hutchinson",
+            )  # fmt: skip
+        grid = fit_calibrated(self.cal, nfe, max_solves=16)
+        log(f"  fitted {nfe} calls: calibration error {grid.calibration_error:.1e} bits/dim")
+        return grid
+
+    def nll(self) -> str:
+        """The tight reference's NLL: nats/dim (moons) or bits/dim (digits, 17 levels)."""
+        if self.exact:
+            return f"{float(-self.ref.mean()) / self.d:.3f} nats/dim"
+        bpd = scoresde.bits_per_dim(self.ref.float(), self.x.shape, data_range=(-1, 1), bins=17)
+        return f"{float(bpd.mean()):.3f} bits/dim"
+
+
+def trained_rows(label: str, run: str, x: Tensor, quick: bool) -> list[list[str]]:
+    """The rows of one network: SciPy at 1e-5 / 1e-6, adaptive scoresde, the fitted grid."""
+    n_cal = 8 if quick else (TEST_MOONS if x[0].numel() <= 16 else TEST_DIGITS)
+    t = Trained(run, x[: n_cal + (TEST_MOONS if x[0].numel() <= 16 else TEST_DIGITS)], n_cal)
+    rows = []
+    for tol in (1e-5,):
+        n_ref, e_ref = t.scipy(tol)
+        ad = t.solve(rtol=tol, atol=tol)
+        n_fit, e_fit, _ = fewest_calls(
+            t.fit, lambda g: t.rmse(t.solve(grid=g).log_prob), n_ref // 2, e_ref, 2 * n_ref
+        )
+        ratio = f"{n_fit / n_ref:.2f}" if n_fit else "-"
+        rows.append([
+            label, t.nll(), f"{tol:g}", f"{n_ref} / {e_ref:.1e}",
+            f"{ad.calls} ({float(ad.nfe.float().mean()):.0f}) / {t.rmse(ad.log_prob):.1e}",
+            f"{n_fit or '-'} / {e_fit:.1e}", ratio,
+        ])  # fmt: skip
+        log(" | ".join(rows[-1]))
+    return rows
+
+
+def part_b(quick: bool) -> str:
+    """Part (b)'s table: both networks, default and smoother time embedding."""
+    n = 24 if quick else 2 * TEST_MOONS
+    rows = []
+    for scale in (None, SMOOTH_SCALE):
+        with tempfile.TemporaryDirectory() as tmp, embedding_scale(scale):
+            t0 = time.perf_counter()
+            models = train_demo_models(Path(tmp), quick, n)
+            log(f"trained (embedding scale {scale or 16}) in {time.perf_counter() - t0:.0f} s")
+            for name, (run, x) in models.items():
+                rows += trained_rows(f"{name}, emb. scale {scale or 16:g}", run, x, quick)
+    header = ["model", "NLL (tight)", "tol", "SciPy calls / RMSE", "scoresde adaptive calls"
+              " (mean NFE) / RMSE", "grid calls / RMSE", "ratio grid/SciPy"]  # fmt: skip
+    return section(
+        f"(b) Trained demo networks ({TEST_MOONS} / {TEST_DIGITS} test points, float32; RMSE in"
+        " nats/dim against a tight solve)",
+        "Grid = fewest calls (multiples of 6) of a grid fitted on as many other test points"
+        " whose RMSE is <= SciPy's at that tolerance (found by bracketing and bisection)."
+        " Moons: exact trace; digits: Hutchinson, one fixed probe (the same for every"
+        " solver). Issue 21's moons MLP (3000 training steps, 200 points): SciPy 422 / 878"
+        " calls at 1e-5 / 1e-6, scoresde adaptive 548 / 1100.",
+        header,
+        rows,
+    )
+
+
+def run(quick: bool, parts: str) -> str:
+    """The parts asked for, as Markdown."""
+    out = []
+    if "a" in parts:
+        out.append(part_a(quick))
+    if "b" in parts:
+        out.append(part_b(quick))
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    ap = quick_parser(__doc__, "VP and EDM only, no 64-d target, 40 training steps (smoke)")
+    ap.add_argument("--parts", default="ab", help="which parts: a, b or ab (default)")
+    script_main(ap, lambda args: run(args.quick, args.parts))

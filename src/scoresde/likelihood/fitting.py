@@ -1,0 +1,353 @@
+"""Fit the nodes of a fixed-step likelihood solve to a model: :func:`fit_grid`.
+
+The fixed grid (:mod:`.grid`) trades the adaptive solver's per-sample step control for the same
+batched calls on every sample. Where its nodes sit decides its accuracy, and for a trained
+network the right places follow how the network varies with the noise level, not the data's
+scales. :func:`fit_grid` finds them on a few calibration points in two stages:
+
+1. A tight adaptive solve of the calibration points (the library's own solver at
+   ``rtol = atol = reference_tol``, float64 data give float64 arithmetic) is the reference, and
+   the ends of its step attempts, pooled over the points, give the step density that
+   equidistributes the local error at that tolerance (Hairer, Nørsett & Wanner, *Solving ODEs I*,
+   II.4); the starting nodes are its quantiles, or uniform nodes in ``u`` where those score
+   better.
+2. A derivative-free coordinate search moves one interior node at a time towards a neighbour by
+   a fraction of the gap (1/2, halved whenever a sweep improves nothing) and keeps a move when
+   the objective falls. The objective bounds each point's log-density error by the sum over the
+   steps of ``|e_i|``, step ``i``'s local error (step doubling from the grid's own state) carried
+   to the log-density: ``log p_t(x_t) + A_t`` is constant along the exact flow, so a state error
+   ``dw`` changes the result by ``m score . dw`` besides the error of ``A`` itself. The RMS of
+   that bound over the points is minimised. Unlike the global error against the reference, the
+   bound cannot be lowered by errors of different steps cancelling on the calibration points,
+   which did not carry over to other points (measured: ``benchmarks/likelihood_grid.py``). A
+   move of node ``i`` leaves the solve up to node ``i - 1`` unchanged, so each trial restarts
+   there. The reference gives the reported calibration errors, and where the result is less
+   accurate on the calibration points than uniform nodes, the uniform nodes are returned.
+
+Everything is deterministic given ``generator`` (it draws only the Hutchinson probes).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from .._checks import check_positive
+from ..sde import SDE, ScoreFn
+from .api import FlowSolver, _check_common, _check_estimator, _times
+from .divergence import draw_probes
+from .flow import DenoiserFlow, ProbabilityFlow, probability_flow
+from .grid import LikelihoodGrid, calls_per_step, end_points, steps_for
+from .rk import RHS, FixedSolution, solve_fixed, substeps
+
+__all__ = ["fit_grid", "calibrate", "fit_calibrated", "Calibration"]
+
+MIN_MOVE = 1 / 64
+"""The search stops when a move would shift a node by less than this fraction of its gap."""
+
+
+class _Recorder:
+    """Passes a staged right-hand side through, recording where each step attempt ends."""
+
+    def __init__(self, rhs: RHS, ends: list[Tensor]) -> None:
+        self.rhs, self.ends = rhs, ends
+
+    def __call__(self, rows: Tensor, u: Tensor, y: Tensor) -> Tensor:
+        return self.rhs(rows, u, y)
+
+    def prepare(self, us: Tensor) -> None:
+        """Record the last stage's point (the step's end) and announce the step."""
+        self.ends.append(us[-1].detach())
+        self.rhs.prepare(us)  # type: ignore[attr-defined]
+
+    def stage(self, i: int, rows: Tensor, y: Tensor) -> Tensor:
+        """Stage ``i`` of the announced step."""
+        return self.rhs.stage(i, rows, y)  # type: ignore[attr-defined]
+
+
+@dataclass
+class Calibration:
+    """The calibration problem: the augmented PF ODE of ``x`` and its reference log-density."""
+
+    flow: ProbabilityFlow
+    x: Tensor
+    probes: Tensor | None
+    eps: float
+    method: str = "dopri5"
+    """The fixed-step method being fitted."""
+    reference: Tensor = field(init=False)
+    ends: Tensor = field(init=False)
+    """Where the reference solve's step attempts ended (pooled over the points)."""
+    reference_calls: int = 0
+    calls: int = 0
+    """Batched calls of the trial solves so far, each over the calibration batch."""
+
+    def __post_init__(self) -> None:
+        self.t0, self.t1 = _times(self.flow.sde, self.x, self.eps)
+        self.rhs = self.flow.drift_and_divergence(self.probes)
+        self.y0 = torch.cat(
+            [self.flow.to_state(self.x, self.t0), self.x.new_zeros(self.x.shape[0], 1)], dim=1
+        )
+        self.correction = self.flow.log_scale_correction(self.t0, self.t1)
+
+    def log_prob(self, y: Tensor) -> Tensor:
+        """``log p_eps(x)`` from the augmented state ``y`` at ``T`` (as ``solve_log_density``)."""
+        z = self.flow.from_state(y[:, :-1], self.t1)
+        return self.flow.sde.prior_log_prob(z) + y[:, -1] + self.correction
+
+    def solve_reference(self, tol: float) -> None:
+        """The tight adaptive solve: the reference and the pooled ends of its step attempts."""
+        ends: list[Tensor] = []
+        solver = FlowSolver(tol, tol, "dopri5")
+        sol = solver.solve(self.flow, _Recorder(self.rhs, ends), self.y0, self.t0, self.t1)
+        self.reference = self.log_prob(sol.y)
+        self.reference_calls = sol.calls
+        self.ends = torch.cat(ends)
+
+    def error(self, y: Tensor) -> float:
+        """RMS error (nats) of the log-densities at the end state ``y`` against the reference."""
+        return float((self.log_prob(y) - self.reference).double().pow(2).mean().sqrt())
+
+    def solve(self, nodes: Tensor, start: int = 0, y: Tensor | None = None,
+              k: Tensor | None = None) -> FixedSolution:  # fmt: skip
+        """The fixed-step solve over ``nodes`` from node ``start`` (state ``y``, slope ``k``)."""
+        y0 = self.y0 if y is None else y
+        sol = solve_fixed(self.rhs, y0, nodes, method=self.method, start=start, k0=k, keep=True)
+        self.calls += sol.calls
+        return sol
+
+    def sensitivity(self, u: Tensor, y: Tensor, k: Tensor) -> Tensor:
+        """``d log p_t(x) / dw`` at state ``y`` with slope ``k`` there: ``m score(m w, t)``.
+
+        ``log p_t(x_t) + A_t`` is constant along the exact flow, so a state error ``dw`` at
+        ``u`` changes the final log-density by this times ``dw``. The score is read back from
+        the slope ``dw/du = -a F - b w`` (``F`` the score, or the denoiser on a flow path).
+        """
+        fr = self.flow.frame(u)
+        w = y[:, :-1]
+        f = -(k[:, :-1] + fr.b[:, None] * w) / fr.a[:, None]
+        if isinstance(self.flow, DenoiserFlow):  # F = D: score = (s D - x) / std^2
+            s = self.flow.sde.scale(fr.t)[:, None]
+            f = (s * f - fr.m[:, None] * w) / self.flow.sde.std(fr.t)[:, None] ** 2
+        return fr.m[:, None] * f
+
+    def local_errors(
+        self, nodes: Tensor, sol: FixedSolution, start: int, count: int | None = None
+    ) -> Tensor:
+        """``|e_i|`` ``(count, B)`` of the steps from ``start`` (default: all to the end).
+
+        Each step's local error carried to ``log p``: step doubling from the solve's own state
+        at every node (``sol`` starts at node ``start``; all steps in one batch),
+        ``d = y_{i+1} - (two half steps)``, ``e_i = d_A + sensitivity . d_w``.
+        """
+        n, batch = nodes.shape[0] - 1 - start if count is None else count, self.x.shape[0]
+        probes = None if self.probes is None else self.probes.repeat(1, n, 1)
+        u = nodes[start : start + n].repeat_interleave(batch)
+        h = (nodes[start + 1 : start + n + 1] - nodes[start : start + n]).repeat_interleave(batch)
+        y, k = torch.cat(sol.states[:n]), torch.cat(sol.slopes[:n])
+        rhs = self.flow.drift_and_divergence(probes)
+        fine, k_fine, calls = substeps(rhs, y, k, u, h, method=self.method)
+        self.calls += calls
+        d = torch.cat(sol.states[1 : n + 1]) - fine
+        g = self.sensitivity(u + h, fine, k_fine)
+        e = d[:, -1] + (g * d[:, :-1]).sum(dim=1)
+        return e.abs().reshape(n, batch)
+
+
+def _equidistributed(ends: Tensor, u0: float, u1: float, steps: int) -> list[float]:
+    """Nodes at the quantiles of the step ends, blended 9:1 with uniform ones.
+
+    The blend keeps them strictly increasing where quantiles coincide.
+    """
+    qs = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
+    inner = torch.quantile(ends.double().cpu().clamp(u0, u1), qs[1:-1])
+    uniform = u0 + (u1 - u0) * qs[1:-1]
+    return [u0, *(0.9 * inner + 0.1 * uniform).tolist(), u1]
+
+
+def _uniform(u0: float, u1: float, steps: int) -> list[float]:
+    return torch.linspace(u0, u1, steps + 1, dtype=torch.float64).tolist()
+
+
+@dataclass
+class _Search:
+    """Current nodes, the solve's states and slopes at them and the steps' local errors."""
+
+    nodes: list[float]
+    sol: FixedSolution
+    local: Tensor
+    """``|e_i|`` per step and point, ``(steps, B)``."""
+
+    @property
+    def objective(self) -> float:
+        """RMS over the points of the summed ``|e_i|``: an error bound no step can cancel."""
+        return float(self.local.sum(dim=0).double().pow(2).mean().sqrt())
+
+    def trial(self, cal: Calibration, i: int, move: float) -> bool:
+        """Move node ``i`` by ``move`` of the gap towards a neighbour; keep it if better."""
+        nodes = list(self.nodes)
+        gap = nodes[i + 1] - nodes[i] if move > 0 else nodes[i] - nodes[i - 1]
+        nodes[i] += move * gap
+        grid = _tensor(nodes, cal.x)
+        sol = cal.solve(grid, i - 1, self.sol.states[i - 1], self.sol.slopes[i - 1])
+        # the two steps next to node i change; later steps' local errors barely (their states
+        # move by the change of the global error) and keep their values
+        local = torch.cat(
+            [self.local[: i - 1], cal.local_errors(grid, sol, i - 1, 2), self.local[i + 1 :]]
+        )
+        old = self.objective
+        before = (self.nodes, self.sol, self.local)
+        self.nodes, self.local = nodes, local
+        if not self.objective < old:  # NaN never wins
+            self.nodes, self.sol, self.local = before
+            return False
+        self.sol = FixedSolution(
+            sol.y, sol.calls, before[1].states[: i - 1] + sol.states,
+            before[1].slopes[: i - 1] + sol.slopes,
+        )  # fmt: skip
+        return True
+
+
+def _tensor(nodes: list[float], like: Tensor) -> Tensor:
+    return torch.tensor(nodes, dtype=like.dtype, device=like.device)
+
+
+def _start(cal: Calibration, nodes: list[float]) -> _Search:
+    grid = _tensor(nodes, cal.x)
+    sol = cal.solve(grid)
+    return _Search(nodes, sol, cal.local_errors(grid, sol, 0))
+
+
+def _refine(search: _Search, cal: Calibration, max_solves: int) -> _Search:
+    """Coordinate search over the interior nodes (module docstring), ``max_solves`` trials."""
+    move, solves = 0.5, 0
+    while move >= MIN_MOVE and solves < max_solves:
+        improved = False
+        for i in range(1, len(search.nodes) - 1):
+            for sign in (1.0, -1.0):
+                if solves >= max_solves:
+                    break
+                solves += 1
+                if search.trial(cal, i, sign * move):
+                    improved = True
+                    break
+        if not improved:
+            move /= 2
+    return search
+
+
+@torch.no_grad()
+def fit_grid(
+    score_fn: ScoreFn,
+    sde: SDE,
+    x_calib: Tensor,
+    *,
+    nfe: int,
+    method: str = "dopri5",
+    divergence: str = "hutchinson",
+    probes: int = 1,
+    probe: str = "rademacher",
+    eps: float = 1e-5,
+    generator: torch.Generator | None = None,
+    reference_tol: float | None = None,
+    max_solves: int = 48,
+) -> LikelihoodGrid:
+    """Fit the nodes of a fixed-step PF-ODE solve of ``nfe`` batched calls to ``score_fn``.
+
+    The likelihood ODE (Song et al. 2021, eq. 39) of the calibration points ``x_calib`` is
+    solved tightly by the adaptive solver; the grid's nodes start where that solve's steps
+    equidistribute the local error and a coordinate search then moves them to minimise the RMS
+    error of the calibration log-densities (module docstring). Use the result as
+    ``log_likelihood(score_fn, sde, x, grid=g, eps=eps)``: every sample then costs ``g.nfe``
+    batched calls with no per-step host reads.
+
+    Args:
+        score_fn: the model's ``score_fn(x, t)``, differentiable in ``x``.
+        sde: the forward SDE.
+        x_calib: data points ``(B, *event_shape)`` like those the grid will score, 64-256:
+            a fixed grid's error is set by the hardest trajectories, and the more points, the
+            better the calibration error predicts other points' (on a narrow mixture 64 did
+            not, 256 did within 2x). Float64 data make a float64 reference where the model
+            allows it.
+        nfe: batched score calls of one solve; the grid takes ``nfe // (stages - 1)`` steps
+            (``dopri5``, ``tsit5``: 6 calls per step; ``bosh3``: 3).
+        method: the Runge–Kutta pair stepping between the nodes (its propagated solution).
+        divergence: ``"hutchinson"`` or ``"exact"`` as in ``log_likelihood`` (the same ODE).
+        probes: Hutchinson probes per point (fixed for the fit).
+        probe: ``"rademacher"`` or ``"gaussian"``.
+        eps: the smallest time, as in ``log_likelihood`` (pass the same there).
+        generator: source of the Hutchinson probes; the fit is deterministic given it.
+        reference_tol: ``rtol = atol`` of the reference solve (default ``1e-9`` for float64
+            data, else ``1e-6``).
+        max_solves: trial solves of the coordinate search (each at most ``nfe`` calls).
+
+    Returns:
+        The :class:`~.grid.LikelihoodGrid` with its calibration error (bits/dim, RMS), the
+        errors of the starting and of uniform nodes, and ``fit_calls``, the cost of the fit.
+    """
+    _check_common(score_fn, sde, x_calib, "x_calib", 1.0, 1.0, method, eps)
+    _check_estimator(divergence, probe, probes, generator, None)
+    steps_for(nfe, method)
+    if isinstance(max_solves, bool) or not isinstance(max_solves, int) or max_solves < 0:
+        raise ValueError(f"max_solves must be an int >= 0, got {max_solves!r}")
+    cal = calibrate(
+        score_fn, sde, x_calib, divergence=divergence, probes=probes, probe=probe, eps=eps,
+        generator=generator, reference_tol=reference_tol,
+    )  # fmt: skip
+    return fit_calibrated(cal, nfe, method=method, max_solves=max_solves)
+
+
+def calibrate(
+    score_fn: ScoreFn,
+    sde: SDE,
+    x_calib: Tensor,
+    *,
+    divergence: str = "hutchinson",
+    probes: int = 1,
+    probe: str = "rademacher",
+    eps: float = 1e-5,
+    generator: torch.Generator | None = None,
+    reference_tol: float | None = None,
+) -> Calibration:
+    """The calibration problem of :func:`fit_grid`, its reference solved once.
+
+    Arguments as there (unchecked); :func:`fit_calibrated` fits grids of several ``nfe`` to it.
+    """
+    tol = reference_tol or (1e-9 if x_calib.dtype == torch.float64 else 1e-6)
+    check_positive("reference_tol", tol)
+    flow = probability_flow(score_fn, sde, tuple(x_calib.shape[1:]))
+    v = None
+    if divergence == "hutchinson":
+        v = draw_probes(probe, x_calib.shape[0], flow.dim, probes, generator, x_calib)
+    cal = Calibration(flow, x_calib, v, eps)
+    cal.solve_reference(tol)
+    return cal
+
+
+def fit_calibrated(
+    cal: Calibration, nfe: int, *, method: str = "dopri5", max_solves: int = 48
+) -> LikelihoodGrid:
+    """:func:`fit_grid`'s two stages on a solved calibration problem (module docstring)."""
+    steps = steps_for(nfe, method)
+    cal.method, before = method, cal.calls
+    sde, eps, event_shape = cal.flow.sde, cal.eps, cal.flow.event_shape
+    u0, u1 = end_points(sde, eps, event_shape)
+    uniform = _start(cal, _uniform(u0, u1, steps))
+    start = _start(cal, _equidistributed(cal.ends, u0, u1, steps))
+    uniform_err = cal.error(uniform.sol.y)
+    if not start.objective <= uniform.objective:
+        start = uniform
+    start_err = cal.error(start.sol.y)
+    search = _refine(start, cal, max_solves)
+    nodes, err = search.nodes, cal.error(search.sol.y)
+    if not err <= uniform_err:  # do no harm where the reference can tell
+        nodes, err = _uniform(u0, u1, steps), uniform_err
+    bits = cal.flow.dim * math.log(2.0)
+    return LikelihoodGrid(
+        tuple(nodes), method, steps * calls_per_step(method), float(eps), repr(sde),
+        event_shape, err / bits, start_err / bits, uniform_err / bits,
+        cal.reference_calls + cal.calls - before,
+    )  # fmt: skip
