@@ -41,6 +41,7 @@ test-all: lint typecheck pytest-all
 BENCHMARKS := parameterize samplers_quality samplers_overhead likelihood_analytic \
 	likelihood_overhead likelihood_trained likelihood_floor training inverse inverse_exact crash \
 	memory train_grid flow_training interop_digits scale_out samplers_general fit_schedule \
+	likelihood_grid \
 	consistency
 
 bench: $(STAMP)

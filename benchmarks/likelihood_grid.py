@@ -33,12 +33,11 @@ copy, reference 1e-9; digits: the float32 U-Net, reference 1e-6).
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -219,29 +218,6 @@ def part_a(quick: bool) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # (b) trained networks
-@contextlib.contextmanager
-def embedding_scale(scale: float | None) -> Iterator[None]:
-    """Train ``train_demo_models``' networks with another Fourier embedding scale.
-
-    ``likelihood_trained.train_demo_models`` builds its configurations itself; this adds
-    ``embedding_scale`` to their ``model_kwargs`` (``None``: unchanged).
-    """
-    import scoresde.train as train
-
-    original = train.TrainConfig
-    if scale is not None:
-
-        def patched(**kw: Any) -> Any:
-            kw["model_kwargs"] = {**kw.get("model_kwargs", {}), "embedding_scale": scale}
-            return original(**kw)
-
-        train.TrainConfig = patched  # type: ignore[misc,assignment]
-    try:
-        yield
-    finally:
-        train.TrainConfig = original  # type: ignore[misc]
-
-
 class Trained:
     """One trained network, its test points, the tight reference and the error measure."""
 
@@ -332,9 +308,10 @@ def part_b(quick: bool) -> str:
     n = 24 if quick else 2 * TEST_MOONS
     rows = []
     for scale in (None, SMOOTH_SCALE):
-        with tempfile.TemporaryDirectory() as tmp, embedding_scale(scale):
+        with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
-            models = train_demo_models(Path(tmp), quick, n)
+            extra = None if scale is None else {"embedding_scale": scale}
+            models = train_demo_models(Path(tmp), quick, n, extra)
             log(f"trained (embedding scale {scale or 16}) in {time.perf_counter() - t0:.0f} s")
             for name, (run, x) in models.items():
                 rows += trained_rows(f"{name}, emb. scale {scale or 16:g}", run, x, quick)

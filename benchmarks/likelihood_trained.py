@@ -44,11 +44,16 @@ RTOLS = tuple(10 ** (-3 - k / 6) for k in range(25))
 """1e-3 to 1e-7, six per decade."""
 
 
-def train_demo_models(root: Path, quick: bool, n: int) -> dict[str, tuple[str, Tensor]]:
+def train_demo_models(
+    root: Path, quick: bool, n: int, extra_model_kwargs: dict[str, Any] | None = None
+) -> dict[str, tuple[str, Tensor]]:
     """The two ``make demo`` models, trained here: name -> (run dir, ``n`` test points).
 
     ``quick``: 40 training steps each instead of the demo's 1500 and 1200.
+    ``extra_model_kwargs`` are added to both networks' ``model_kwargs`` (e.g. another
+    ``embedding_scale``).
     """
+    extra = dict(extra_model_kwargs or {})
     from scoresde.data import load_dataset, load_digits
     from scoresde.train import TrainConfig, Trainer
 
@@ -59,12 +64,14 @@ def train_demo_models(root: Path, quick: bool, n: int) -> dict[str, tuple[str, T
     cfgs = {
         "moons MLP (VP)": TrainConfig(
             data="moons", out=str(root / "moons"), data_kwargs={"n": 20000, "seed": 0}, sde="vp",
-            steps=40 if quick else 1500, batch_size=256, model_kwargs={"hidden": 128, "depth": 3},
+            steps=40 if quick else 1500, batch_size=256,
+            model_kwargs={"hidden": 128, "depth": 3, **extra},
             **common,
         ),
         "digits U-Net (EDM)": TrainConfig(
             data="digits", out=str(root / "digits"), sde="edm", model="unet",
-            steps=40 if quick else 1200, model_kwargs={"channels": 16, "num_res_blocks": 1},
+            steps=40 if quick else 1200,
+            model_kwargs={"channels": 16, "num_res_blocks": 1, **extra},
             batch_size=64, **common,
         ),
     }  # fmt: skip
