@@ -68,6 +68,14 @@ def test_fit_schedule_stores_and_sample_uses_it(
                "--sampler", "fast", "--no-progress") == 0  # fmt: skip
     assert "using the schedule" not in capsys.readouterr().err  # none stored for 6 steps
 
+    ev = tmp_path / "ev.json"  # scoresde eval samples the same way as scoresde sample
+    assert run("eval", "--ckpt", tiny_run, "--n", 16, "--steps", 4, "--sampler", "fast",
+               "--bpd-n", 0, "--out", ev, "--samples", tmp_path / "ev.npz", "--no-progress",
+               "--device", "cpu") == 0  # fmt: skip
+    assert "scoresde eval: using the schedule fitted for fast with 4 steps" in (
+        capsys.readouterr().err
+    )
+
 
 def test_corrupt_schedules_file_is_one_clear_error(
     tiny_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture

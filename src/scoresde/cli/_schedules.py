@@ -8,7 +8,10 @@ for (SDE, checkpoint step, EMA or raw weights) and what the fit found; it is rew
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +27,8 @@ __all__ = [
     "read_schedules",
     "store_schedule",
     "stored_schedule",
+    "add_schedule_argument",
+    "schedule_options",
 ]
 
 SCHEDULES_FILE = "schedules.json"
@@ -116,3 +121,34 @@ def stored_schedule(
     except ValueError as err:
         raise _corrupt(path, str(err)) from err
     return sched, f"using the schedule fitted for {sampler} with {steps} steps from {path}"
+
+
+def add_schedule_argument(p: argparse.ArgumentParser) -> None:
+    """``--schedule``: a named schedule, ``default`` (the sampler's own), else the stored one."""
+    from ..sampling.schedules import SCHEDULES
+
+    p.add_argument(
+        "--schedule",
+        default=None,
+        choices=(*SCHEDULES, "default"),
+        help="step schedule: a named one, or default (the sampler's own); without it, the "
+        "schedule 'scoresde fit-schedule' stored in the run folder for this --sampler and "
+        "--steps, else the sampler's own",
+    )
+
+
+def schedule_options(
+    args: argparse.Namespace, trained: TrainedModel, command: str
+) -> dict[str, Any]:
+    """``schedule=`` for :func:`scoresde.sample`: ``--schedule``, else a stored fitted one.
+
+    Using a stored schedule (or skipping one fitted for other weights) is said on stderr, once
+    under torchrun.
+    """
+    if args.schedule is not None:
+        return {} if args.schedule == "default" else {"schedule": args.schedule}
+    raw = bool(getattr(args, "raw_weights", False))
+    sched, note = stored_schedule(trained, args.ckpt, args.sampler, args.steps, raw)
+    if note and os.environ.get("RANK", "0") == "0":
+        print(f"scoresde {command}: {note}", file=sys.stderr)
+    return {} if sched is None else {"schedule": sched}

@@ -39,6 +39,7 @@ from ._scale import (
     remove_shards,
     shard_folder,
 )
+from ._schedules import add_schedule_argument, schedule_options
 from .core import (
     CLIError,
     Command,
@@ -62,6 +63,7 @@ __all__ = ["COMMAND"]
 
 def _configure_sampling(p: argparse.ArgumentParser) -> None:
     add_sampler_arguments(p)
+    add_schedule_argument(p)
     p.add_argument(
         "--seed",
         type=int,
@@ -339,7 +341,13 @@ def _run(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         folder = shard_folder(args, info, "samples")
         xs = draw_samples(
-            args, trained, trained.score_fn, info, folder, model_fingerprint(args, trained)
+            args,
+            trained,
+            trained.score_fn,
+            info,
+            folder,
+            model_fingerprint(args, trained),
+            **schedule_options(args, trained, "eval"),
         )
         t1 = time.perf_counter()
         lk = _likelihood(args, trained, str(name), info)

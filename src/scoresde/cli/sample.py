@@ -30,7 +30,7 @@ from ._scale import (
     remove_shards,
     shard_folder,
 )
-from ._schedules import stored_schedule
+from ._schedules import add_schedule_argument, schedule_options
 from .core import (
     CLIError,
     Command,
@@ -124,16 +124,7 @@ def _configure(p: argparse.ArgumentParser) -> None:
         help="show what sampler NAME (default: the --sampler) does and its "
         "options (keyword arguments of scoresde.sample), then exit",
     )
-    from ..sampling.schedules import SCHEDULES
-
-    p.add_argument(
-        "--schedule",
-        default=None,
-        choices=(*SCHEDULES, "default"),
-        help="step schedule: a named one, or default (the sampler's own); without it, the "
-        "schedule 'scoresde fit-schedule' stored in the run folder for this --sampler and "
-        "--steps, else the sampler's own",
-    )
+    add_schedule_argument(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the samples (default 0)")
     p.add_argument(
         "--batch-size",
@@ -194,17 +185,6 @@ def _note_negative(args: argparse.Namespace, flag: str, weight: float) -> None:
         )
 
 
-def _schedule(args: argparse.Namespace, trained: TrainedModel) -> dict[str, Any]:
-    """``schedule=`` of the samples: ``--schedule``, else a stored fitted one (said on stderr)."""
-    if args.schedule is not None:
-        return {} if args.schedule == "default" else {"schedule": args.schedule}
-    raw = bool(getattr(args, "raw_weights", False))
-    sched, note = stored_schedule(trained, args.ckpt, args.sampler, args.steps, raw)
-    if note and os.environ.get("RANK", "0") == "0":  # once under torchrun
-        print(f"scoresde sample: {note}", file=sys.stderr)
-    return {} if sched is None else {"schedule": sched}
-
-
 def _write(args: argparse.Namespace, trained: TrainedModel, xs: Tensor) -> None:
     """Write the samples (data space) as ``.npz`` arrays or a plot."""
     from .. import plots
@@ -243,7 +223,7 @@ def _run(args: argparse.Namespace) -> int:
             args, out=(".png", ".npz"), counts=("num_samples", "steps", "batch_size")
         )
         score = _score(args, trained)
-        sched = _schedule(args, trained)
+        sched = schedule_options(args, trained, "sample")
         folder = shard_folder(args, info)
         fp = _fingerprint(args, trained)
         xs = draw_samples(args, trained, score, info, folder, fp, **sched)
