@@ -10,9 +10,10 @@ supports; the entry point :func:`scoresde.sample` checks all of that before runn
 from __future__ import annotations
 
 import inspect
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
@@ -119,6 +120,32 @@ class ScheduleContext:
         """The score at ``x`` (a batch) and times ``t`` (shape ``(B,)``), counted in ``calls``."""
         self.calls += 1
         return self.score_fn(x, t)
+
+    def memo(self, name: str, compute: Callable[[], _T]) -> _T:
+        """``compute()`` once per score function object, SDE, shape, device, dtype and ``name``.
+
+        What a schedule function learns by probing the model, kept for later calls. The score
+        function is the caller's (inside :func:`scoresde.sample`'s checked wrapper),
+        held weakly, as is the SDE; one that cannot be weakly referenced is probed every time.
+        Call ``model.score_fn()`` again after changing a network's weights.
+        """
+        owner = getattr(self.score_fn, "fn", self.score_fn)
+        key = (name, self.event_shape, self.device, self.dtype)
+        try:
+            entries = _MEMO.setdefault(owner, [])
+        except TypeError:  # not weakly referenceable or not hashable
+            entries = []
+        for sde_ref, k, value in entries:
+            if k == key and sde_ref() is self.sde:
+                return value  # type: ignore[no-any-return]
+        value = compute()
+        entries.append((weakref.ref(self.sde), key, value))
+        return value
+
+
+_T = TypeVar("_T")
+_MEMO: weakref.WeakKeyDictionary[Any, list[tuple[weakref.ref[SDE], tuple[Any, ...], Any]]]
+_MEMO = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)

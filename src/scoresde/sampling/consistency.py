@@ -24,7 +24,6 @@ whose ``f`` is the ODE's end point rather than the posterior mean); ``scoresde s
 from __future__ import annotations
 
 import math
-import weakref
 from collections.abc import Callable
 
 import torch
@@ -49,9 +48,6 @@ PROBE_TOLERANCE = 0.003
 samples, in units of the sampling noise of the probe (:func:`consistency_schedule`)."""
 _PROBE_SEED = 15
 _PROJECTIONS = 32
-_LEVELS: weakref.WeakKeyDictionary[object, dict[tuple[object, ...], tuple[Tensor, Tensor]]] = (
-    weakref.WeakKeyDictionary()
-)
 
 
 def consistency_of(score_fn: object) -> ConsistencyFn | None:
@@ -101,15 +97,7 @@ def consistency_schedule(steps: int, ctx: ScheduleContext | None = None) -> str 
     lo, hi = _model_range(ctx.score_fn)
     if hi < 8 * lo:  # too narrow a range for candidates in [2 sigma_min, sigma_max / 2]
         return "karras"
-    key = (id(ctx.sde), ctx.event_shape, str(ctx.device), ctx.dtype)
-    owner = getattr(ctx.score_fn, "fn", ctx.score_fn)
-    try:
-        cache = _LEVELS.setdefault(owner, {})
-    except TypeError:  # not weak-referenceable: no cache
-        cache = {}
-    if key not in cache:
-        cache[key] = _probe(ctx)
-    candidates, changes = cache[key]
+    candidates, changes = ctx.memo("consistency_levels", lambda: _probe(ctx))
     return _times_of(ctx.sde, _pick_levels(candidates, changes, steps - 1))
 
 

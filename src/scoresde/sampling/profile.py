@@ -23,9 +23,7 @@ nothing of the caller's.
 from __future__ import annotations
 
 import math
-import weakref
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor
@@ -169,40 +167,25 @@ def noise_profile(ctx: ScheduleContext, *, levels: int = 24, n: int = 128) -> No
     return NoiseProfile(sigmas, frac, rms, levels, mean, var, trusted)
 
 
-_CACHE: weakref.WeakKeyDictionary[Any, list[tuple[Any, tuple, NoiseProfile]]]
-_CACHE = weakref.WeakKeyDictionary()
-
-
-def _owner(ctx: ScheduleContext) -> Any:
-    """The caller's score function object (inside :func:`scoresde.sample`'s checked wrapper)."""
-    return getattr(ctx.score_fn, "fn", ctx.score_fn)
-
-
 def cached_profile(ctx: ScheduleContext) -> NoiseProfile:
     """:func:`noise_profile` once per score function object, SDE, shape, device and dtype.
 
     The probe uses 128 rows whatever the caller's batch (so chunked and sharded runs choose
     the same schedule as one batch); a score function that only accepts the caller's batch
-    size (e.g. one holding per-sample labels) is probed with that many rows instead.
-    Score functions that cannot be weakly referenced are probed on every call.
+    size (e.g. one holding per-sample labels) is probed with that many rows instead. Kept by
+    :meth:`~scoresde.sampling.base.ScheduleContext.memo`.
     """
-    owner = _owner(ctx)
-    key = (ctx.event_shape, ctx.device, ctx.dtype)
+    return ctx.memo("noise_profile", lambda: _probe_rows(ctx))
+
+
+def _probe_rows(ctx: ScheduleContext) -> NoiseProfile:
+    """:func:`noise_profile` on 128 rows, else (a batch-tied score function) the batch's."""
     try:
-        entries = _CACHE.setdefault(owner, [])
-    except TypeError:  # not weakly referenceable or not hashable
-        entries = []
-    for sde_ref, k, prof in entries:
-        if k == key and sde_ref() is ctx.sde:
-            return prof
-    try:
-        prof = noise_profile(ctx, n=PROBE_ROWS)
+        return noise_profile(ctx, n=PROBE_ROWS)
     except (RuntimeError, ValueError, IndexError):
         if ctx.batch == PROBE_ROWS:
             raise
-        prof = noise_profile(ctx, n=ctx.batch)
-    entries.append((weakref.ref(ctx.sde), key, prof))
-    return prof
+        return noise_profile(ctx, n=ctx.batch)
 
 
 def sigma_range(
