@@ -23,7 +23,7 @@ from ..sde import SDE, ScoreFn, denoiser_of
 from .base import Context, SamplerSpec, ScheduleContext, get_sampler
 from .noise import CounterNoise
 from .profile import StartMoments, start_moments
-from .schedules import Schedule, get_times
+from .schedules import Schedule, check_steps, get_times
 
 __all__ = ["sample", "SampleResult"]
 
@@ -260,9 +260,7 @@ def _times(
     if schedule is None:
         schedule = spec.schedule
         if callable(schedule):
-            if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-                raise ValueError(f"steps must be a positive integer, got {steps!r}")
-            schedule = schedule(steps, ctx)
+            schedule = schedule(check_steps(steps), ctx)
     return get_times(ctx.sde, steps, schedule, eps=eps, rho=rho, device=ctx.device, dtype=ctx.dtype)
 
 

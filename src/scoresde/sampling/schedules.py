@@ -128,6 +128,13 @@ class Schedule:
         return self.eps if self.eps is not None else eps
 
 
+def check_steps(steps: object) -> int:
+    """``steps`` checked to be a positive int (not a bool); returned."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    return steps
+
+
 def get_times(
     sde: SDE,
     steps: int,
@@ -145,8 +152,7 @@ def get_times(
     """
     if isinstance(schedule, Tensor):
         return _user_times(sde, schedule, device, dtype)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    check_steps(steps)
     if isinstance(schedule, Schedule) and schedule.times is not None:
         return _fitted_times(sde, steps, schedule, eps, device, dtype)
     t_start, sigma_max = sde.T, None
