@@ -50,7 +50,7 @@ from ..sde import SDE, ScoreFn
 from .api import sample
 from .base import get_sampler
 from .noise import CounterNoise
-from .schedules import Schedule, get_times
+from .schedules import Schedule, _named_times, get_times
 
 __all__ = ["fit_schedule", "FitResult"]
 
@@ -414,19 +414,20 @@ def fit_schedule(
     )  # fmt: skip
 
 
-def _other_starts(sde: SDE, t0: float, u0: list[float]) -> list[list[float]]:
-    """The default grid's ends with nodes uniform in log sigma, and with Karras' rho = 7.
+def _other_starts(sde: SDE, t_def: Tensor) -> list[list[float]]:
+    """Two more starts: the ``"logsnr"`` and ``"karras"`` grids between the default's ends.
 
-    None on a flow path (``sigma(T) = inf``) or for one step.
+    As log noise levels of the nodes after ``t_0`` (``"logsnr"`` is uniform in log sigma,
+    ``"karras"`` has rho = 7, EDM eq. 5). None on a flow path (``sigma(T) = inf``) or for
+    one step.
     """
-    top = float(sde.sigma(torch.tensor(t0, dtype=torch.float64)).log())
-    if not math.isfinite(top) or len(u0) < 2:
+    steps, t0, t_end = t_def.numel() - 1, float(t_def[0]), float(t_def[-1])
+    if not math.isfinite(float(sde.sigma(t_def[:1]))) or steps < 2:
         return []
-    k = torch.linspace(0.0, 1.0, len(u0) + 1, dtype=torch.float64)[1:]
-    uniform = top + k * (u0[-1] - top)
-    hi, lo = math.exp(top / 7), math.exp(u0[-1] / 7)  # EDM eq. 5: sigma^(1/rho) uniform
-    karras = 7 * torch.log(hi + k * (lo - hi))
-    return [uniform.tolist(), karras.tolist()]
+    return [
+        sde.sigma(_named_times(sde, kind, steps, t0, t_end, 7.0)[1:]).log().tolist()
+        for kind in ("logsnr", "karras")
+    ]
 
 
 def _fit(
@@ -442,7 +443,7 @@ def _fit(
     if len(nodes) == 0:
         return t_def, loss_def, loss_def
     start = (u0, loss_def)
-    for u in _other_starts(sde, t0, u0):  # the best of three starts (ties: the default)
+    for u in _other_starts(sde, t_def):  # the best of three starts (ties: the default)
         loss = prob.loss(_to_times(sde, t0, u), cal)
         if loss < start[1]:
             start = (u, loss)
