@@ -92,12 +92,28 @@ def solve_log_density(
     ``solver`` is the adaptive :class:`FlowSolver` or a fitted grid's :class:`~.grid.GridSolver`.
     """
     t0, t1 = _times(flow.sde, x, eps)
-    state = torch.cat([flow.to_state(x, t0), x.new_zeros(x.shape[0], 1)], dim=1)
+    state = initial_state(flow, x, t0)
     sol = solver.solve(flow, flow.drift_and_divergence(probes), state, t0, t1)
-    z = flow.from_state(sol.y[:, :-1], t1)
+    log_prob, z, prior = final_log_density(flow, sol.y, t0, t1)
+    return LikelihoodResult(log_prob, z, sol.nfe, sol.calls, prior)
+
+
+def initial_state(flow: ProbabilityFlow, x: Tensor, t0: Tensor) -> Tensor:
+    """The augmented state ``[w, A = 0]`` of data ``x`` at time ``t0`` (see :mod:`.flow`)."""
+    return torch.cat([flow.to_state(x, t0), x.new_zeros(x.shape[0], 1)], dim=1)
+
+
+def final_log_density(
+    flow: ProbabilityFlow, y: Tensor, t0: Tensor, t1: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``log p_eps(x)``, the latent ``z`` and ``log p_prior(z)`` from the state ``y`` at ``T``.
+
+    The prior's log-density at ``z`` plus the integrated divergence ``A`` and the closed-form
+    terms (:meth:`~.flow.ProbabilityFlow.log_scale_correction`).
+    """
+    z = flow.from_state(y[:, :-1], t1)
     prior = flow.sde.prior_log_prob(z)
-    delta = sol.y[:, -1] + flow.log_scale_correction(t0, t1)
-    return LikelihoodResult(prior + delta, z, sol.nfe, sol.calls, prior)
+    return prior + (y[:, -1] + flow.log_scale_correction(t0, t1)), z, prior
 
 
 def _solver(

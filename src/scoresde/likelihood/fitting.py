@@ -37,7 +37,14 @@ from torch import Tensor
 
 from .._checks import check_positive
 from ..sde import SDE, ScoreFn
-from .api import FlowSolver, _check_common, _check_estimator, _times
+from .api import (
+    FlowSolver,
+    _check_common,
+    _check_estimator,
+    _times,
+    final_log_density,
+    initial_state,
+)
 from .divergence import draw_probes
 from .flow import DenoiserFlow, ProbabilityFlow, probability_flow
 from .grid import LikelihoodGrid, calls_per_step, end_points, steps_for
@@ -88,15 +95,11 @@ class Calibration:
     def __post_init__(self) -> None:
         self.t0, self.t1 = _times(self.flow.sde, self.x, self.eps)
         self.rhs = self.flow.drift_and_divergence(self.probes)
-        self.y0 = torch.cat(
-            [self.flow.to_state(self.x, self.t0), self.x.new_zeros(self.x.shape[0], 1)], dim=1
-        )
-        self.correction = self.flow.log_scale_correction(self.t0, self.t1)
+        self.y0 = initial_state(self.flow, self.x, self.t0)
 
     def log_prob(self, y: Tensor) -> Tensor:
         """``log p_eps(x)`` from the augmented state ``y`` at ``T`` (as ``solve_log_density``)."""
-        z = self.flow.from_state(y[:, :-1], self.t1)
-        return self.flow.sde.prior_log_prob(z) + y[:, -1] + self.correction
+        return final_log_density(self.flow, y, self.t0, self.t1)[0]
 
     def solve_reference(self, tol: float) -> None:
         """The tight adaptive solve: the reference and the pooled ends of its step attempts."""
