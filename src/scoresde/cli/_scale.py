@@ -311,7 +311,7 @@ def fit_likelihood_grid(
     Rank 0 fits it (:func:`scoresde.likelihood.fit_grid`) on the first
     :data:`CALIBRATION_POINTS` points (dequantised as scored), probes seeded by ``--seed``, and
     sends it to the other ranks, so every rank solves with the same nodes and the same number of
-    batched calls.
+    batched calls. The grid's calls and errors are reported with the result (``settings``).
     """
     from ..likelihood import fit_grid
     from ..likelihood.grid import steps_for
@@ -331,10 +331,6 @@ def fit_likelihood_grid(
             trained.score_fn, trained.sde, rows(0, m).to(info.device), nfe=args.fit_grid,
             divergence=divergence, eps=eps, generator=gen,
         )  # fmt: skip
-        say(args, f"likelihood grid: {grid.nfe} batched calls per solve ({grid.steps} "
-                  f"{grid.method} steps), calibration error {grid.calibration_error:.2e} "
-                  f"bits/dim (uniform nodes {grid.uniform_error:.2e}); the fit took "
-                  f"{grid.fit_calls} batched calls")  # fmt: skip
     if info.distributed:
         import torch.distributed as dist
 
