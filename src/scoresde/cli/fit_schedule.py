@@ -9,7 +9,6 @@ times in ``RUN/schedules.json`` (:mod:`._schedules`, atomic rewrite). ``scoresde
 from __future__ import annotations
 
 import argparse
-import time
 from typing import Any
 
 from ._schedules import read_schedules, schedules_path, store_schedule
@@ -62,7 +61,6 @@ def _fit_one(args: argparse.Namespace, trained: Any, device: Any, steps: int) ->
 
     from ..sampling import fit_schedule
 
-    t0 = time.perf_counter()
     try:
         res = fit_schedule(
             trained.score_fn, trained.sde, steps, sampler=args.sampler, n=args.num_samples,
@@ -74,7 +72,7 @@ def _fit_one(args: argparse.Namespace, trained: Any, device: Any, steps: int) ->
     return {
         "times": list(res.schedule.times or ()), "sde": res.schedule.sde,
         "step": trained.step, "raw_weights": bool(args.raw_weights), "n": args.num_samples,
-        "seed": args.seed, "calls": res.calls, "seconds": round(time.perf_counter() - t0, 3),
+        "seed": args.seed, "calls": res.calls, "seconds": round(res.seconds, 3),
         "loss_default": res.loss_default, "loss_fitted": res.loss_fitted,
         "holdout_default": res.holdout_default, "holdout_fitted": res.holdout_fitted,
         "default_times": list(res.default_times),
