@@ -4,7 +4,7 @@ The two targets of ``samplers_peers.py`` (ring2d: eight sharp modes on a circle 
 weights; aniso32d: four anisotropic 32-D modes) with their exact model on the EDM SDE (sigma in
 [0.002, 80]). At NFE 5 and 10 (``fast`` with 4 and 9 steps plus its Tweedie step) the schedule
 is fitted on ``--fit-n`` starting noises (seed 0) and both grids are then scored on ``--n``
-fresh noises (seed 2, the evaluation seed of ``samplers_quality.py``): mode-mass TV and the
+fresh noises (seed 2; `fast` draws its own start, as by default): mode-mass TV and the
 mass-weighted per-mode Frechet distance (``scoresde.metrics.mode_report``), each beside its
 floor (one exact sample set of the same size), and the best k-diffusion peer on Karras sigmas
 (when k-diffusion is importable). The fitting cost is reported in batched score calls and
@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -28,27 +27,13 @@ import torch
 
 import scoresde as S
 from _shared import log, markdown_table, write_text
-from samplers_peers import K_SAMPLERS, TARGETS, Model, load_peers, run_k, start_noise
+from samplers_general import run_fast
+from samplers_peers import K_SAMPLERS, TARGETS, Model, load_peers, run_k
 from samplers_quality import EVAL_SEED, Quality, floors, quality
 from scoresde.targets import GaussianMixture
 
 NFES = (5, 10)
 FIT_SEED = 0
-
-
-def run_fast(model: Model, n: int, steps: int, schedule: Any, seed: int) -> torch.Tensor:
-    """``fast`` with ``steps`` steps (NFE ``steps + 1``) from the common start noise."""
-    sde = model.sde
-    if schedule is None:  # the default grid's start time, read from a one-sample run
-        t0 = float(S.sample(model.score, sde, (1, model.target.dim), sampler="fast",
-                            steps=steps, return_info=True).times[0])  # fmt: skip
-    else:
-        t0 = schedule.times[0]
-    x_init = start_noise(n, model.target.dim, seed) * t0  # EDM SDE: std(t) = t
-    return S.sample(
-        model.score, sde, (n, model.target.dim), sampler="fast", steps=steps, schedule=schedule,
-        x_init=x_init, generator=torch.Generator().manual_seed(seed),
-    )  # fmt: skip
 
 
 def best_peer(ks: Any, model: Model, n: int, nfe: int, seed: int, ref: torch.Tensor) -> dict:
@@ -64,13 +49,12 @@ def best_peer(ks: Any, model: Model, n: int, nfe: int, seed: int, ref: torch.Ten
 
 def fit(model: Model, steps: int, fit_n: int) -> tuple[S.Schedule, dict[str, Any]]:
     """The fitted schedule and what it cost."""
-    t = time.perf_counter()
     res = S.fit_schedule(
         model.score, model.sde, steps, sampler="fast", n=fit_n, event_shape=(model.target.dim,),
         generator=torch.Generator().manual_seed(FIT_SEED), return_info=True,
     )  # fmt: skip
     cost = {
-        "calls": res.calls, "seconds": time.perf_counter() - t, "evaluations": res.evaluations,
+        "calls": res.calls, "seconds": res.seconds, "evaluations": res.evaluations,
         "loss_default": res.loss_default, "loss_fitted": res.loss_fitted,
         "holdout_default": res.holdout_default, "holdout_fitted": res.holdout_fitted,
         "default_sigmas": _sigmas(model, res.default_times),
@@ -94,8 +78,8 @@ def run_target(
         steps = nfe - 1
         sched, cost = fit(model, steps, fit_n)
         log(f"  NFE {nfe}: fitted in {cost['seconds']:.1f} s, {cost['calls']} calls")
-        q_def = quality(target, run_fast(model, n, steps, None, EVAL_SEED), ref)
-        q_fit = quality(target, run_fast(model, n, steps, sched, EVAL_SEED), ref)
+        q_def = quality(target, run_fast(model, n, steps + 1, EVAL_SEED), ref)
+        q_fit = quality(target, run_fast(model, n, steps + 1, EVAL_SEED, sched), ref)
         peer = best_peer(ks, model, n, nfe, EVAL_SEED, ref) if ks is not None else None
         rows["nfe"][nfe] = {
             "default": q_def.__dict__, "fitted": q_fit.__dict__, "peer": peer, "cost": cost,
