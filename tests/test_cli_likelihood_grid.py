@@ -49,6 +49,14 @@ def test_likelihood_fit_grid(tmp_path: Path, capsys: pytest.CaptureFixture) -> N
     assert abs(tight["nll_nats"] - result["nll_nats"]) < 0.05
     assert tight["nfe_mean"] > 18
 
+    # the exponential multistep grid: one call per node, as close
+    js4 = tmp_path / "ll4.json"
+    assert run(*argv, "--grid-method", "expint4", "--out", js4) == 0
+    multi = json.loads(js4.read_text())
+    assert multi["grid"]["method"] == "expint4" and len(multi["grid"]["nodes_u"]) == 18
+    assert multi["nfe_mean"] == 18.0
+    assert abs(tight["nll_nats"] - multi["nll_nats"]) < 0.05
+
     capsys.readouterr()
     assert run("likelihood", "--ckpt", out, "--n", 4, "--fit-grid", 3) == 1
     assert "--fit-grid: nfe=3 is below one dopri5 step" in capsys.readouterr().err

@@ -314,11 +314,13 @@ def fit_likelihood_grid(
     batched calls. The grid's calls and errors are reported with the result (``settings``).
     """
     from ..likelihood import fit_grid
-    from ..likelihood.grid import steps_for
+    from ..likelihood.grid import check_method_for, steps_for
     from ..shard import shard_seed
 
     try:
-        steps_for(args.fit_grid, "dopri5")
+        method = getattr(args, "grid_method", "dopri5")
+        steps_for(args.fit_grid, method)
+        check_method_for(method, trained.sde)
     except ValueError as err:
         raise CLIError(f"--fit-grid: {err}") from None
     grid = None
@@ -326,10 +328,13 @@ def fit_likelihood_grid(
         m = min(CALIBRATION_POINTS, n)
         gen = torch.Generator(device=info.device)
         gen.manual_seed(shard_seed(args.seed, 0, stream=2))
-        say(args, f"fitting a likelihood grid of {args.fit_grid} batched calls on {m} points")
+        say(
+            args,
+            f"fitting a {method} likelihood grid of {args.fit_grid} batched calls on {m} points",
+        )
         grid = fit_grid(
             trained.score_fn, trained.sde, rows(0, m).to(info.device), nfe=args.fit_grid,
-            divergence=divergence, eps=eps, generator=gen,
+            divergence=divergence, eps=eps, generator=gen, method=method,
         )  # fmt: skip
     if info.distributed:
         import torch.distributed as dist

@@ -71,6 +71,14 @@ def _configure(p: argparse.ArgumentParser) -> None:
         "unused (default: the adaptive solver)",
     )
     p.add_argument(
+        "--grid-method",
+        choices=("dopri5", "expint4"),
+        default="dopri5",
+        help="how the --fit-grid grid steps: dopri5 (6 calls a step, default) or expint4 (the "
+        "exponential multistep predictor-corrector, 1 call a step; often fewer calls on "
+        "multi-modal data, not for flow paths)",
+    )
+    p.add_argument(
         "--seed",
         type=int,
         default=0,

@@ -1,8 +1,10 @@
 """A fixed grid for the probability-flow ODE: the same batched calls for every sample.
 
-A :class:`LikelihoodGrid` holds the nodes of a fixed-step Runge–Kutta solve in the likelihood
-solver's variable ``u = sigma / (0.6 + sigma)`` (:mod:`.flow`) and the method whose propagated
-solution steps between them. :class:`GridSolver` runs it with the interface of the adaptive
+A :class:`LikelihoodGrid` holds the nodes of a fixed-step solve in the likelihood solver's
+variable ``u = sigma / (0.6 + sigma)`` (:mod:`.flow`) and the method that steps between them: a
+Runge–Kutta pair's propagated solution in ``u``, or the exponential multistep
+predictor–corrector ``expint4`` in ``lambda = -log sigma`` (:mod:`.expint`,
+:func:`run_expint`). :class:`GridSolver` runs it with the interface of the adaptive
 :class:`~.api.FlowSolver`, so :func:`~.api.log_likelihood`, :func:`~.api.encode` and
 :func:`~.api.decode` take either. Without step-size control every sample costs the same number
 of batched score calls and no tensor is read into Python during the solve (GPU-friendly, and
@@ -20,10 +22,23 @@ from torch import Tensor
 
 from .._checks import check_choice, check_positive
 from ..sde import SDE
-from .flow import DenoiserFlow, ProbabilityFlow
+from .expint import EXPINT_METHODS, expint_plan, lambda_of_u, solve_expint
+from .flow import DenoiserFlow, ProbabilityFlow, _WithDivergence
 from .rk import RHS, TABLEAUS, ODESolution, solve_fixed
 
-__all__ = ["LikelihoodGrid", "GridSolver", "uniform_grid", "calls_per_step", "check_grid"]
+__all__ = [
+    "LikelihoodGrid",
+    "GridSolver",
+    "uniform_grid",
+    "calls_per_step",
+    "check_grid",
+    "GRID_METHODS",
+    "run_expint",
+]
+
+GRID_METHODS = (*TABLEAUS, *EXPINT_METHODS)
+"""Methods a grid can step with: the Runge–Kutta pairs of :data:`.rk.TABLEAUS` (propagated
+solution, FSAL) and the exponential multistep methods of :data:`.expint.EXPINT_METHODS`."""
 
 
 @dataclass(frozen=True)
@@ -39,10 +54,13 @@ class LikelihoodGrid:
     """``u = sigma / (0.6 + sigma)`` at the ``steps + 1`` nodes, strictly increasing from
     ``u(eps)`` to ``u(T)`` (:mod:`scoresde.likelihood.flow`)."""
     method: str
-    """The Runge–Kutta pair whose propagated solution makes each step (a key of
-    :data:`scoresde.likelihood.rk.TABLEAUS`)."""
+    """How each step is made (:data:`GRID_METHODS`): a Runge–Kutta pair of
+    :data:`scoresde.likelihood.rk.TABLEAUS` (its propagated solution), or ``"expint4"``, the
+    exponential multistep predictor–corrector in ``lambda = -log sigma``
+    (:mod:`scoresde.likelihood.expint`)."""
     nfe: int
-    """Batched score calls of one solve: ``(stages - 1) * steps``."""
+    """Batched score calls of one solve: ``(stages - 1) * steps`` for a Runge–Kutta pair,
+    ``steps + 1`` for ``expint4``."""
     eps: float
     """The smallest time the nodes start at (``log_likelihood``'s ``eps``)."""
     sde: str
@@ -66,11 +84,19 @@ class LikelihoodGrid:
 
 
 def calls_per_step(method: str) -> int:
-    """Batched calls of one fixed step of ``method``: ``stages - 1``.
+    """Batched calls of one fixed step of ``method``: ``stages - 1`` (FSAL), or 1 (multistep).
 
-    With FSAL the last stage of a step is the next step's first.
+    With FSAL the last stage of a step is the next step's first. A multistep method calls the
+    model once per node (one more call than steps in all: :func:`grid_nfe`).
     """
-    return TABLEAUS[check_choice("method", method, TABLEAUS)].stages - 1
+    if check_choice("method", method, GRID_METHODS) in EXPINT_METHODS:
+        return 1
+    return TABLEAUS[method].stages - 1
+
+
+def grid_nfe(steps: int, method: str) -> int:
+    """Batched calls of a solve of ``steps`` steps of ``method``."""
+    return steps + 1 if method in EXPINT_METHODS else steps * calls_per_step(method)
 
 
 def steps_for(nfe: int, method: str) -> int:
@@ -78,12 +104,23 @@ def steps_for(nfe: int, method: str) -> int:
     if isinstance(nfe, bool) or not isinstance(nfe, int):
         raise TypeError(f"nfe must be an int (batched score calls of one solve), got {nfe!r}")
     per = calls_per_step(method)
-    if nfe < per:
+    least = per + 1 if method in EXPINT_METHODS else per
+    if nfe < least:
         raise ValueError(
-            f"nfe={nfe} is below one {method} step ({per} calls); pass nfe >= {per} "
+            f"nfe={nfe} is below one {method} step ({least} calls); pass nfe >= {least} "
             f"(about 20-60 is typical for 1e-3 bits/dim)"
         )
-    return nfe // per
+    return nfe - 1 if method in EXPINT_METHODS else nfe // per
+
+
+def check_method_for(method: str, sde: SDE) -> None:
+    """Raise unless ``method`` can step a grid for ``sde`` (multistep: not on flow paths)."""
+    check_choice("method", method, GRID_METHODS)
+    if method in EXPINT_METHODS and sde.zero_terminal_snr:
+        raise ValueError(
+            f"method={method!r} works in lambda = -log sigma, which is -inf at T of {sde!r} "
+            f"(s(T) = 0); use method='dopri5' for flow paths"
+        )
 
 
 def _identity(x: Tensor, t: Tensor) -> Tensor:
@@ -114,11 +151,12 @@ def uniform_grid(
     """
     if not isinstance(sde, SDE):
         raise TypeError(f"sde must be a scoresde.SDE, got {type(sde).__name__}")
+    check_method_for(method, sde)
     steps = steps_for(nfe, method)
     u0, u1 = end_points(sde, eps, tuple(event_shape))
     nodes = torch.linspace(u0, u1, steps + 1, dtype=torch.float64).tolist()
     return LikelihoodGrid(
-        tuple(nodes), method, steps * calls_per_step(method), eps, repr(sde),
+        tuple(nodes), method, grid_nfe(steps, method), eps, repr(sde),
         tuple(int(s) for s in event_shape), math.nan,
     )  # fmt: skip
 
@@ -167,13 +205,58 @@ class GridSolver:
     ) -> ODESolution:
         """Integrate ``rhs`` over the grid's nodes; ``t_from``/``t_to`` are the grid's ends."""
         nodes = self.nodes(y0)
-        sol = solve_fixed(rhs, y0, nodes, method=self.grid.method)
+        if self.grid.method in EXPINT_METHODS:
+            nodes_list = self.grid.nodes if self.forward else self.grid.nodes[::-1]
+            y, calls, _ = run_expint(
+                flow, rhs, y0, t_from, t_to, nodes_list, method=self.grid.method
+            )
+        else:
+            sol = solve_fixed(rhs, y0, nodes, method=self.grid.method)
+            y, calls = sol.y, sol.calls
         batch = y0.shape[0]
-        nfe = torch.full((batch,), sol.calls, dtype=torch.long)
+        nfe = torch.full((batch,), calls, dtype=torch.long)
         steps = torch.full((batch,), self.grid.steps, dtype=torch.long)
-        return ODESolution(sol.y, nfe, sol.calls, steps, torch.zeros_like(steps))
+        return ODESolution(y, nfe, calls, steps, torch.zeros_like(steps))
 
     def nodes(self, like: Tensor) -> Tensor:
         """The nodes in the direction of the solve, on ``like``'s device and dtype."""
         nodes = self.grid.nodes if self.forward else self.grid.nodes[::-1]
         return torch.tensor(nodes, dtype=like.dtype, device=like.device)
+
+
+def run_expint(
+    flow: ProbabilityFlow,
+    rhs: RHS,
+    y0: Tensor,
+    t_from: Tensor,
+    t_to: Tensor,
+    nodes: tuple[float, ...] | list[float],
+    *,
+    method: str = "expint4",
+    estimate: bool = False,
+) -> tuple[Tensor, int, list[Tensor]]:
+    """The multistep solve over ``nodes`` (``u``, in the solve's direction) in the flow's state.
+
+    ``y0`` is the flow's state at ``t_from`` (``[w, A]`` when ``rhs`` carries the divergence,
+    else ``w``); returns the state at ``t_to`` in the same form, the batched calls and, with
+    ``estimate``, the per-step local-error estimates (:func:`.expint.solve_expint`). ``A`` is
+    converted from the integral of ``g`` in ``lambda`` (:mod:`.expint`) so that
+    :func:`~.api.final_log_density` applies unchanged.
+    """
+    div = isinstance(rhs, _WithDivergence)
+    batch, d = y0.shape[0], flow.dim
+    w = y0[:, :-1] if div else y0
+    s0, s1 = flow.sde.scale(t_from), flow.sde.scale(t_to)
+    x_hat = flow.from_state(w, t_from).reshape(batch, d) / s0[:, None]
+    u = torch.tensor(nodes, dtype=y0.dtype, device=y0.device)
+    plan = expint_plan(lambda_of_u(nodes), EXPINT_METHODS[method])
+    probes = rhs.probes if div else None  # type: ignore[attr-defined]
+    sol = solve_expint(flow, x_hat, u, plan, probes=probes, divergence=div, estimate=estimate)
+    w1 = flow.to_state((sol.x_hat * s1[:, None]).reshape(batch, *flow.event_shape), t_to)
+    if not div:
+        return w1, sol.calls, sol.estimates
+    assert sol.integral is not None
+    # log p_eps - log p_T = -int g dlambda + d log(s_T / s_eps) = A + log_scale_correction
+    a = -sol.integral + d * (torch.log(s1) - torch.log(s0))
+    a = a - flow.log_scale_correction(t_from, t_to)
+    return torch.cat([w1, a[:, None]], dim=1), sol.calls, sol.estimates
