@@ -25,8 +25,10 @@ multistep predictor-corrector in ``lambda = -log sigma`` (``scoresde.likelihood.
 
 (b) The two ``make demo`` networks (moons MLP under VP, digits U-Net under EDM), trained here
 with the demo settings (``likelihood_trained.train_demo_models``), and again with a smoother
-time embedding (Fourier scale 4 instead of 16, otherwise identical); tolerance 1e-5, 16 trial
-solves per fit (the fits of several hundred calls dominate the run on a CPU). Moons: exact trace;
+time embedding (Fourier scale 4 instead of 16, otherwise identical); tolerances ``--tols``
+(default 1e-5 and 1e-6; ``--digits-tols`` for the U-Nets), 16 trial solves per dopri5 fit (the
+fits of several hundred calls dominate the run on a CPU); the expint4 grid is fitted on the
+same calibration points and searched the same way (any number of calls). Moons: exact trace;
 digits: Hutchinson with one fixed probe. Errors (RMSE, nats/dim) are against a tight solve of the
 float32 model's ODE (rtol = atol = 1e-10 in ``log sigma``, float64 copy:
 ``likelihood_reference``). The grid is fitted on as many other test points (moons: float64
@@ -284,7 +286,7 @@ class Trained:
         return log_likelihood(self.model, self.sde, self.x, divergence=div, eps=self.eps,
                               generator=gen, **kw)  # fmt: skip
 
-    def fit(self, nfe: int) -> LikelihoodGrid:
+    def fit(self, nfe: int, method: str = "dopri5") -> LikelihoodGrid:
         """A grid fitted on the calibration points (their reference solved once).
 
         Moons: float64 copy, reference at 1e-9; digits: the float32 U-Net, reference at 1e-6.
@@ -295,8 +297,8 @@ class Trained:
                 model, self.sde, xc, eps=self.eps, generator=torch.Generator().manual_seed(5),
                 divergence="exact" if self.exact else "hutchinson",
             )  # fmt: skip
-        grid = fit_calibrated(self.cal, nfe, max_solves=16)
-        log(f"  fitted {nfe} calls: calibration error {grid.calibration_error:.1e} bits/dim")
+        grid = fit_calibrated(self.cal, nfe, method=method, max_solves=16)
+        log(f"  {method} {nfe} calls: calibration error {grid.calibration_error:.1e} bits/dim")
         return grid
 
     def nll(self) -> str:
@@ -307,28 +309,48 @@ class Trained:
         return f"{float(bpd.mean()):.3f} bits/dim"
 
 
-def trained_rows(label: str, run: str, x: Tensor, quick: bool) -> list[list[str]]:
-    """The rows of one network: SciPy at 1e-5 / 1e-6, adaptive scoresde, the fitted grid."""
-    n_cal = 8 if quick else (TEST_MOONS if x[0].numel() <= 16 else TEST_DIGITS)
-    t = Trained(run, x[: n_cal + (TEST_MOONS if x[0].numel() <= 16 else TEST_DIGITS)], n_cal)
+def _grid_search(
+    t: Trained, method: str, n_ref: int, e_ref: float, start: int
+) -> tuple[int, list[str]]:
+    """The fewest calls of a ``method`` grid fitted on ``t``'s calibration points whose RMSE is
+    <= ``e_ref`` (dopri5: multiples of 6): the calls (0: none up to ``2 n_ref``) and the cells
+    ``calls / RMSE``, ratio to ``n_ref``, fit cost."""
+    t0, fits = time.perf_counter(), [0]
+
+    def make(nfe: int) -> LikelihoodGrid:
+        fits[0] += 1
+        return t.fit(nfe, method)
+
+    per_step = PER_STEP if method == "dopri5" else 1
+    n, e, g = fewest_calls(make, lambda gr: t.rmse(t.solve(grid=gr).log_prob), start, e_ref,
+                           2 * n_ref, per_step)  # fmt: skip
+    secs = (time.perf_counter() - t0) / max(fits[0], 1)
+    cost = f"{g.fit_calls} ({secs:.0f} s)" if g is not None else "-"
+    return n, [f"{n or '-'} / {e:.1e}", f"{n / n_ref:.2f}" if n else "-", cost]
+
+
+def trained_rows(label: str, run: str, x: Tensor, tols: list[float]) -> list[list[str]]:
+    """The rows of one network: SciPy, adaptive scoresde and the fitted grids at ``tols``."""
+    n_test = TEST_MOONS if x[0].numel() <= 16 else TEST_DIGITS
+    n_cal = min(n_test, x.shape[0] // 2)
+    t = Trained(run, x[: n_cal + n_test], n_cal)
     rows = []
-    for tol in (1e-5,):
+    for tol in tols:
+        t0 = time.perf_counter()
         n_ref, e_ref = t.scipy(tol)
         ad = t.solve(rtol=tol, atol=tol)
-        n_fit, e_fit, _ = fewest_calls(
-            t.fit, lambda g: t.rmse(t.solve(grid=g).log_prob), n_ref // 2, e_ref, 2 * n_ref
-        )
-        ratio = f"{n_fit / n_ref:.2f}" if n_fit else "-"
+        n_d, dopri = _grid_search(t, "dopri5", n_ref, e_ref, n_ref // 2)
+        exp = _grid_search(t, "expint4", n_ref, e_ref, n_d or n_ref // 2)[1]
         rows.append([
             label, t.nll(), f"{tol:g}", f"{n_ref} / {e_ref:.1e}",
             f"{ad.calls} ({float(ad.nfe.float().mean()):.0f}) / {t.rmse(ad.log_prob):.1e}",
-            f"{n_fit or '-'} / {e_fit:.1e}", ratio,
+            *dopri[:2], *exp, f"{time.perf_counter() - t0:.0f}",
         ])  # fmt: skip
         log(" | ".join(rows[-1]))
     return rows
 
 
-def part_b(quick: bool) -> str:
+def part_b(quick: bool, tols: list[float], digits_tols: list[float]) -> str:
     """Part (b)'s table: both networks, default and smoother time embedding."""
     n = 24 if quick else 2 * TEST_MOONS
     rows = []
@@ -339,33 +361,41 @@ def part_b(quick: bool) -> str:
             models = train_demo_models(Path(tmp), quick, n, extra)
             log(f"trained (embedding scale {scale or 16}) in {time.perf_counter() - t0:.0f} s")
             for name, (run, x) in models.items():
-                rows += trained_rows(f"{name}, emb. scale {scale or 16:g}", run, x, quick)
+                use = digits_tols if "digits" in name else tols
+                rows += trained_rows(f"{name}, emb. scale {scale or 16:g}", run, x, use)
     header = ["model", "NLL (tight)", "tol", "SciPy calls / RMSE", "scoresde adaptive calls"
-              " (mean NFE) / RMSE", "grid calls / RMSE", "ratio grid/SciPy"]  # fmt: skip
+              " (mean NFE) / RMSE", "dopri5 grid calls / RMSE", "dopri5 ratio grid/SciPy",
+              "expint4 grid calls / RMSE", "expint4 ratio grid/SciPy",
+              "expint4 fit cost: calls (s per fit)", "row s"]  # fmt: skip
     return section(
         f"(b) Trained demo networks ({TEST_MOONS} / {TEST_DIGITS} test points, float32; RMSE in"
         " nats/dim against a tight solve)",
-        "Grid = fewest calls (multiples of 6) of a grid fitted on as many other test points"
-        " whose RMSE is <= SciPy's at that tolerance (found by bracketing and bisection)."
-        " Moons: exact trace; digits: Hutchinson, one fixed probe (the same for every"
-        " solver). Issue 21's moons MLP (3000 training steps, 200 points): SciPy 422 / 878"
-        " calls at 1e-5 / 1e-6, scoresde adaptive 548 / 1100.",
+        "Grids = fewest calls of a grid fitted on as many other test points whose RMSE is <="
+        " SciPy's at that tolerance (found by bracketing and bisection; dopri5: multiples of 6;"
+        ' expint4 = `fit_grid(..., method="expint4")`, any number, on the same calibration'
+        " points and reference). Moons: exact trace; digits: Hutchinson, one fixed probe (the"
+        " same for every solver). Issue 21's moons MLP (3000 training steps, 200 points): SciPy"
+        " 422 / 878 calls at 1e-5 / 1e-6, scoresde adaptive 548 / 1100. Row s = wall seconds of"
+        " the row (SciPy, adaptive, both searches).",
         header,
         rows,
     )
 
 
-def run(quick: bool, parts: str) -> str:
-    """The parts asked for, as Markdown."""
+def run(quick: bool, parts: str, tols: str = "1e-5,1e-6", digits_tols: str = "") -> str:
+    """The parts asked for, as Markdown (part (b) at ``tols``; digits at ``digits_tols``)."""
     out = []
     if "a" in parts:
         out.append(part_a(quick))
     if "b" in parts:
-        out.append(part_b(quick))
+        moons = [float(v) for v in tols.split(",") if v]
+        out.append(part_b(quick, moons, [float(v) for v in (digits_tols or tols).split(",")]))
     return "\n".join(out)
 
 
 if __name__ == "__main__":
     ap = quick_parser(__doc__, "VP and EDM only, no 64-d target, 40 training steps (smoke)")
     ap.add_argument("--parts", default="ab", help="which parts: a, b or ab (default)")
-    script_main(ap, lambda args: run(args.quick, args.parts))
+    ap.add_argument("--tols", default="1e-5,1e-6", help="part (b)'s tolerances (comma-separated)")
+    ap.add_argument("--digits-tols", default="", help="the digits U-Nets' (default: --tols)")
+    script_main(ap, lambda args: run(args.quick, args.parts, args.tols, args.digits_tols))
