@@ -362,7 +362,11 @@ def part_b(quick: bool, tols: list[float], digits_tols: list[float]) -> str:
             log(f"trained (embedding scale {scale or 16}) in {time.perf_counter() - t0:.0f} s")
             for name, (run, x) in models.items():
                 use = digits_tols if "digits" in name else tols
-                rows += trained_rows(f"{name}, emb. scale {scale or 16:g}", run, x, use)
+                rows += (
+                    []
+                    if not use
+                    else trained_rows(f"{name}, emb. scale {scale or 16:g}", run, x, use)
+                )
     header = ["model", "NLL (tight)", "tol", "SciPy calls / RMSE", "scoresde adaptive calls"
               " (mean NFE) / RMSE", "dopri5 grid calls / RMSE", "dopri5 ratio grid/SciPy",
               "expint4 grid calls / RMSE", "expint4 ratio grid/SciPy",
@@ -382,20 +386,25 @@ def part_b(quick: bool, tols: list[float], digits_tols: list[float]) -> str:
     )
 
 
+def _tols(text: str) -> list[float]:
+    """Comma-separated tolerances; ``-`` for none."""
+    return [float(v) for v in text.split(",") if v.strip() not in ("", "-")]
+
+
 def run(quick: bool, parts: str, tols: str = "1e-5,1e-6", digits_tols: str = "") -> str:
-    """The parts asked for, as Markdown (part (b) at ``tols``; digits at ``digits_tols``)."""
+    """The parts asked for, as Markdown (part (b): moons at ``tols``, digits at ``digits_tols``
+    or, when empty, ``tols``)."""
     out = []
     if "a" in parts:
         out.append(part_a(quick))
     if "b" in parts:
-        moons = [float(v) for v in tols.split(",") if v]
-        out.append(part_b(quick, moons, [float(v) for v in (digits_tols or tols).split(",")]))
+        out.append(part_b(quick, _tols(tols), _tols(digits_tols or tols)))
     return "\n".join(out)
 
 
 if __name__ == "__main__":
     ap = quick_parser(__doc__, "VP and EDM only, no 64-d target, 40 training steps (smoke)")
     ap.add_argument("--parts", default="ab", help="which parts: a, b or ab (default)")
-    ap.add_argument("--tols", default="1e-5,1e-6", help="part (b)'s tolerances (comma-separated)")
+    ap.add_argument("--tols", default="1e-5,1e-6", help="part (b)'s, comma-separated (- none)")
     ap.add_argument("--digits-tols", default="", help="the digits U-Nets' (default: --tols)")
     script_main(ap, lambda args: run(args.quick, args.parts, args.tols, args.digits_tols))
