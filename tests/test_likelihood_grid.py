@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import scoresde as S
-from helpers import HostReads
+from helpers import HostReads, draw64, rms_bits_error
 from scoresde.likelihood import LikelihoodGrid, fit_grid, log_likelihood, uniform_grid
 from scoresde.likelihood.rk import TABLEAUS, solve_fixed
 from scoresde.targets import Gaussian, GaussianMixture
@@ -22,22 +22,6 @@ def _mixture() -> GaussianMixture:
     g = torch.Generator().manual_seed(0)
     means = 1.5 * torch.randn(3, 4, generator=g, dtype=torch.float64)
     return GaussianMixture(means, variances=[0.01, 0.03, 0.1], weights=[0.5, 0.3, 0.2])
-
-
-def _draw(tg: GaussianMixture, n: int, seed: int) -> torch.Tensor:
-    """``n`` float64 samples of ``tg`` (float64: the errors measured are 1e-3 bits/dim)."""
-    return tg.sample(n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-
-
-def _rms_bits(tg: GaussianMixture, sde: S.SDE, x: torch.Tensor, res, eps: float = 1e-5) -> float:
-    """RMS error (bits/dim) against what the exact ODE with this prior returns."""
-    exact = (
-        tg.marginal_log_prob(x, eps, sde)
-        - tg.marginal_log_prob(res.latent, sde.T, sde)
-        + res.prior_log_prob
-    )
-    d = x[0].numel()
-    return float((res.log_prob - exact).pow(2).mean().sqrt()) / (d * math.log(2.0))
 
 
 def _anisotropic() -> Gaussian:
@@ -51,7 +35,7 @@ def _anisotropic() -> Gaussian:
 @pytest.fixture(scope="module")
 def fitted() -> tuple[GaussianMixture, S.SDE, LikelihoodGrid]:
     tg, sde = _anisotropic(), S.VPSDE()
-    x = _draw(tg, 16, 1)
+    x = draw64(tg, 16, 1)
     grid = fit_grid(
         tg.score_fn(sde), sde, x, nfe=18, divergence="exact", max_solves=16, reference_tol=1e-7
     )
@@ -74,12 +58,12 @@ def test_fitted_grid_no_worse_than_uniform_on_held_out_points(fitted) -> None:
     # same batched calls for the fitted and the uniform grid (measured: 1e-3 vs 3e-2 bits/dim)
     tg, sde, grid = fitted
     score = tg.score_fn(sde)
-    x = _draw(tg, 64, 2)
+    x = draw64(tg, 64, 2)
     uni = uniform_grid(sde, (8,), nfe=18)
     r_fit = log_likelihood(score, sde, x, divergence="exact", grid=grid)
     r_uni = log_likelihood(score, sde, x, divergence="exact", grid=uni)
     assert r_fit.calls == r_uni.calls == 18
-    e_fit, e_uni = _rms_bits(tg, sde, x, r_fit), _rms_bits(tg, sde, x, r_uni)
+    e_fit, e_uni = rms_bits_error(tg, sde, x, r_fit), rms_bits_error(tg, sde, x, r_uni)
     assert e_fit <= e_uni / 4, (e_fit, e_uni)
     assert e_fit < 3e-3  # the issue's accuracy, with 18 calls
     assert abs(e_fit - grid.calibration_error) < 0.5 * e_fit  # calibration predicts it
@@ -90,21 +74,21 @@ def test_gaussian_grid_is_accurate_and_converges() -> None:
     tg = Gaussian([0.3, -0.5], covariance=[[0.5, 0.2], [0.2, 0.3]])
     for sde in (S.VESDE(), S.EDMSDE()):
         score = tg.score_fn(sde)
-        xc = _draw(tg, 16, 1)
-        x = _draw(tg, 32, 2)
+        xc = draw64(tg, 16, 1)
+        x = draw64(tg, 32, 2)
         errs = []
         for nfe in (12, 24):
             g = fit_grid(
                 score, sde, xc, nfe=nfe, divergence="exact", max_solves=8, reference_tol=1e-7
             )
-            errs.append(_rms_bits(tg, sde, x, log_likelihood(score, sde, x, grid=g,
+            errs.append(rms_bits_error(tg, sde, x, log_likelihood(score, sde, x, grid=g,
                                                              divergence="exact")))  # fmt: skip
         assert errs[1] < errs[0] < 3e-3, errs
 
 
 def test_fit_is_reproducible_with_a_generator() -> None:
     tg, sde = _mixture(), S.EDMSDE()
-    x = _draw(tg, 8, 1)
+    x = draw64(tg, 8, 1)
 
     def fit(seed: int) -> LikelihoodGrid:
         gen = torch.Generator().manual_seed(seed)
@@ -128,7 +112,7 @@ def test_calls_fixed_whatever_the_batch_and_no_host_reads_per_step() -> None:
 
     reads = []
     for batch, nfe in ((3, 12), (40, 12), (40, 48)):
-        x = _draw(tg, batch, batch)
+        x = draw64(tg, batch, batch)
         calls.clear()
         with HostReads() as h:
             r = log_likelihood(counted, sde, x, grid=uniform_grid(sde, (4,), nfe=nfe),
@@ -139,7 +123,7 @@ def test_calls_fixed_whatever_the_batch_and_no_host_reads_per_step() -> None:
     # the boundary checks read a few values; the solve itself none (4x the steps, same reads)
     assert reads[0] == reads[1] == reads[2], reads
     # chunks: each chunk is a full solve
-    x = _draw(tg, 10, 0)
+    x = draw64(tg, 10, 0)
     r = log_likelihood(score, sde, x, grid=uniform_grid(sde, (4,), nfe=12), batch_size=4)
     assert r.calls == 3 * 12
 
@@ -147,7 +131,7 @@ def test_calls_fixed_whatever_the_batch_and_no_host_reads_per_step() -> None:
 def test_encode_decode_on_a_grid_invert_each_other() -> None:
     tg, sde = _mixture(), S.EDMSDE()
     score = tg.score_fn(sde)
-    x = _draw(tg, 8, 0)
+    x = draw64(tg, 8, 0)
     grid = uniform_grid(sde, (4,), nfe=60)
     z = S.encode(score, sde, x, grid=grid)
     z_ad = S.encode(score, sde, x, rtol=1e-8, atol=1e-8)
@@ -159,12 +143,12 @@ def test_flow_path_grid() -> None:
     # rectified flow: s(T) = 0, the denoiser form; the last node is u = 1 exactly
     tg, sde = _mixture(), S.RectifiedFlow()
     score = tg.score_fn(sde)
-    xc = _draw(tg, 16, 1)
+    xc = draw64(tg, 16, 1)
     grid = fit_grid(score, sde, xc, nfe=30, divergence="exact", max_solves=8, reference_tol=1e-7)
     assert grid.nodes[-1] == 1.0 and (torch.tensor(grid.nodes).diff() > 0).all()
-    x = _draw(tg, 32, 2)
+    x = draw64(tg, 32, 2)
     r = log_likelihood(score, sde, x, divergence="exact", grid=grid)
-    assert _rms_bits(tg, sde, x, r) < 0.05
+    assert rms_bits_error(tg, sde, x, r) < 0.05
 
 
 def test_solve_fixed_is_fifth_order() -> None:
@@ -186,7 +170,7 @@ def test_solve_fixed_is_fifth_order() -> None:
 def test_bad_input_errors(fitted) -> None:
     tg, sde, grid = fitted
     score = tg.score_fn(sde)
-    x = _draw(tg, 4, 0)
+    x = draw64(tg, 4, 0)
     with pytest.raises(ValueError, match="fitted for VPSDE.*fit a grid for this SDE"):
         log_likelihood(tg.score_fn(S.VESDE()), S.VESDE(), x, grid=grid)
     with pytest.raises(ValueError, match=r"samples of shape \(8,\).*\(2, 4\)"):

@@ -13,24 +13,10 @@ import pytest
 import torch
 
 import scoresde as S
-from helpers import HostReads
+from helpers import HostReads, draw64, rms_bits_error
 from scoresde.likelihood import fit_grid, log_likelihood, uniform_grid
 from scoresde.likelihood.expint import expint_plan
 from scoresde.targets import Gaussian, GaussianMixture
-
-
-def _draw(tg: GaussianMixture, n: int, seed: int) -> torch.Tensor:
-    return tg.sample(n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-
-
-def _rms_bits(tg: GaussianMixture, sde: S.SDE, x: torch.Tensor, res, eps: float = 1e-5) -> float:
-    """RMS error (bits/dim) against what the exact ODE with this prior returns."""
-    exact = (
-        tg.marginal_log_prob(x, eps, sde)
-        - tg.marginal_log_prob(res.latent, sde.T, sde)
-        + res.prior_log_prob
-    )
-    return float((res.log_prob - exact).pow(2).mean().sqrt()) / (x[0].numel() * math.log(2.0))
 
 
 def _mixture() -> GaussianMixture:
@@ -46,7 +32,7 @@ _GAUSS = Gaussian([0.3, -0.5], covariance=[[0.5, 0.2], [0.2, 0.3]])
 def test_fourth_order_and_exact_on_a_gaussian(sde: S.SDE) -> None:
     # nodes uniform in lambda = -log sigma: doubling the steps cuts the error by ~2^4 (order 4;
     # measured 16-17.5 on the four SDEs, float64)
-    score, x = _GAUSS.score_fn(sde), _draw(_GAUSS, 32, 2)
+    score, x = _GAUSS.score_fn(sde), draw64(_GAUSS, 32, 2)
     ends = sde.sigma(torch.tensor([1e-5, sde.T], dtype=torch.float64)).log().neg()
     errs = []
     for steps in (40, 80):
@@ -56,7 +42,7 @@ def test_fourth_order_and_exact_on_a_gaussian(sde: S.SDE) -> None:
         g = dataclasses.replace(g, nodes=(g.nodes[0], *u[1:-1], g.nodes[-1]))
         r = log_likelihood(score, sde, x, divergence="exact", grid=g)
         assert r.calls == steps + 1 and (r.nfe == steps + 1).all()
-        errs.append(_rms_bits(_GAUSS, sde, x, r))
+        errs.append(rms_bits_error(_GAUSS, sde, x, r))
     assert 12 < errs[0] / errs[1] < 22, errs
     assert errs[1] < 5e-4, errs
 
@@ -81,7 +67,7 @@ def test_plan_is_exact_for_polynomials_and_the_linear_part() -> None:
 @pytest.fixture(scope="module")
 def mixture_fit():
     tg, sde = _mixture(), S.VPSDE()
-    grid = fit_grid(tg.score_fn(sde), sde, _draw(tg, 64, 1), nfe=41, method="expint4",
+    grid = fit_grid(tg.score_fn(sde), sde, draw64(tg, 64, 1), nfe=41, method="expint4",
                     divergence="exact", reference_tol=1e-8)  # fmt: skip
     return tg, sde, grid
 
@@ -90,10 +76,10 @@ def test_fitted_grid_beats_uniform_on_held_out_points(mixture_fit) -> None:
     tg, sde, grid = mixture_fit
     assert grid.method == "expint4" and grid.nfe == 41 and grid.steps == 40
     assert (torch.tensor(grid.nodes).diff() > 0).all() and grid.fit_calls > 0
-    x, score = _draw(tg, 64, 2), tg.score_fn(sde)
+    x, score = draw64(tg, 64, 2), tg.score_fn(sde)
     uni = uniform_grid(sde, (4,), nfe=41, method="expint4")
-    e_fit = _rms_bits(tg, sde, x, log_likelihood(score, sde, x, divergence="exact", grid=grid))
-    e_uni = _rms_bits(tg, sde, x, log_likelihood(score, sde, x, divergence="exact", grid=uni))
+    e_fit = rms_bits_error(tg, sde, x, log_likelihood(score, sde, x, divergence="exact", grid=grid))
+    e_uni = rms_bits_error(tg, sde, x, log_likelihood(score, sde, x, divergence="exact", grid=uni))
     # measured: 2.0e-3 against 3.6e-1 bits/dim; the calibration error (2.9e-3) predicts it
     assert e_fit < e_uni / 10 and e_fit < 3e-3, (e_fit, e_uni)
     assert grid.calibration_error <= grid.uniform_error
@@ -111,7 +97,7 @@ def test_calls_fixed_no_host_reads_and_encode_decode(mixture_fit) -> None:
 
     reads = []
     for batch, nfe in ((3, 12), (40, 12), (40, 48)):
-        x = _draw(tg, batch, batch)
+        x = draw64(tg, batch, batch)
         calls.clear()
         with HostReads() as h:
             grid_n = uniform_grid(sde, (4,), nfe=nfe, method="expint4")
@@ -120,7 +106,7 @@ def test_calls_fixed_no_host_reads_and_encode_decode(mixture_fit) -> None:
         assert len(calls) == r.calls == nfe and set(calls) == {batch}
         assert torch.isfinite(r.log_prob).all()
     assert reads[0] == reads[1] == reads[2], reads  # none per step
-    x = _draw(tg, 8, 0)
+    x = draw64(tg, 8, 0)
     z = S.encode(score, sde, x, grid=grid)
     z_ad = S.encode(score, sde, x, rtol=1e-9, atol=1e-9)
     assert (z - z_ad).abs().max() < 1e-2 * z_ad.abs().max()  # measured 1.3e-3
@@ -130,8 +116,8 @@ def test_calls_fixed_no_host_reads_and_encode_decode(mixture_fit) -> None:
 def test_hutchinson_on_an_expint_grid_matches_the_adaptive_solve() -> None:
     # the same fixed probe: the grid solves the same ODE as the adaptive solver
     tg, sde = _mixture(), S.EDMSDE()
-    score, x = tg.score_fn(sde), _draw(tg, 16, 3)
-    grid = fit_grid(score, sde, _draw(tg, 32, 1), nfe=61, method="expint4",
+    score, x = tg.score_fn(sde), draw64(tg, 16, 3)
+    grid = fit_grid(score, sde, draw64(tg, 32, 1), nfe=61, method="expint4",
                     generator=torch.Generator().manual_seed(0), reference_tol=1e-8)  # fmt: skip
     a = log_likelihood(score, sde, x, grid=grid, generator=torch.Generator().manual_seed(5))
     b = log_likelihood(score, sde, x, rtol=1e-9, atol=1e-9,
@@ -141,7 +127,7 @@ def test_hutchinson_on_an_expint_grid_matches_the_adaptive_solve() -> None:
 
 def test_expint_errors() -> None:
     tg = _mixture()
-    x = _draw(tg, 4, 0)
+    x = draw64(tg, 4, 0)
     flow = S.RectifiedFlow()
     with pytest.raises(ValueError, match="use method='dopri5' for flow paths"):
         fit_grid(tg.score_fn(flow), flow, x, nfe=20, method="expint4")
