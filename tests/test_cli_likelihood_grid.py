@@ -29,7 +29,7 @@ def test_likelihood_fit_grid(tmp_path: Path, capsys: pytest.CaptureFixture) -> N
     assert "fixed grid: 18 batched score calls per solve, fitted on 24 points" in printed
     result = json.loads(js.read_text())
     grid = result["grid"]
-    assert grid["nfe"] == 18 and grid["method"] == "dopri5" and len(grid["nodes_u"]) == 4
+    assert grid["nfe"] == 18 and grid["method"] == "expint4" and len(grid["nodes_u"]) == 18
     assert np.all(np.diff(grid["nodes_u"]) > 0) and grid["fit_calls"] > 0
     assert grid["calibration_error_bits_per_dim"] <= grid["uniform_error_bits_per_dim"]
     assert result["nfe_mean"] == 18.0 and np.isfinite(result["nll_nats"])
@@ -49,16 +49,20 @@ def test_likelihood_fit_grid(tmp_path: Path, capsys: pytest.CaptureFixture) -> N
     assert abs(tight["nll_nats"] - result["nll_nats"]) < 0.05
     assert tight["nfe_mean"] > 18
 
-    # the exponential multistep grid: one call per node, as close
+    # a Runge-Kutta grid: dopri5, 6 calls a step, as close
     js4 = tmp_path / "ll4.json"
-    assert run(*argv, "--grid-method", "expint4", "--out", js4) == 0
-    multi = json.loads(js4.read_text())
-    assert multi["grid"]["method"] == "expint4" and len(multi["grid"]["nodes_u"]) == 18
-    assert multi["nfe_mean"] == 18.0
-    assert abs(tight["nll_nats"] - multi["nll_nats"]) < 0.05
+    assert run(*argv, "--grid-method", "dopri5", "--out", js4) == 0
+    rk = json.loads(js4.read_text())
+    assert rk["grid"]["method"] == "dopri5" and len(rk["grid"]["nodes_u"]) == 4
+    assert rk["nfe_mean"] == 18.0
+    assert abs(tight["nll_nats"] - rk["nll_nats"]) < 0.05
 
     capsys.readouterr()
-    assert run("likelihood", "--ckpt", out, "--n", 4, "--fit-grid", 3) == 1
+    assert run("likelihood", "--ckpt", out, "--n", 4, "--fit-grid", 1) == 1
+    assert "--fit-grid: nfe=1 is below one expint4 step" in capsys.readouterr().err
+    assert (
+        run("likelihood", "--ckpt", out, "--n", 4, "--fit-grid", 3, "--grid-method", "dopri5") == 1
+    )
     assert "--fit-grid: nfe=3 is below one dopri5 step" in capsys.readouterr().err
 
 

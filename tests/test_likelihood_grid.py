@@ -36,9 +36,8 @@ def _anisotropic() -> Gaussian:
 def fitted() -> tuple[GaussianMixture, S.SDE, LikelihoodGrid]:
     tg, sde = _anisotropic(), S.VPSDE()
     x = draw64(tg, 16, 1)
-    grid = fit_grid(
-        tg.score_fn(sde), sde, x, nfe=18, divergence="exact", max_solves=16, reference_tol=1e-7
-    )
+    grid = fit_grid(tg.score_fn(sde), sde, x, nfe=18, method="dopri5", divergence="exact",
+                    max_solves=16, reference_tol=1e-7)  # fmt: skip
     return tg, sde, grid
 
 
@@ -78,9 +77,8 @@ def test_gaussian_grid_is_accurate_and_converges() -> None:
         x = draw64(tg, 32, 2)
         errs = []
         for nfe in (12, 24):
-            g = fit_grid(
-                score, sde, xc, nfe=nfe, divergence="exact", max_solves=8, reference_tol=1e-7
-            )
+            g = fit_grid(score, sde, xc, nfe=nfe, method="dopri5", divergence="exact",
+                         max_solves=8, reference_tol=1e-7)  # fmt: skip
             errs.append(rms_bits_error(tg, sde, x, log_likelihood(score, sde, x, grid=g,
                                                              divergence="exact")))  # fmt: skip
         assert errs[1] < errs[0] < 3e-3, errs
@@ -92,9 +90,8 @@ def test_fit_is_reproducible_with_a_generator() -> None:
 
     def fit(seed: int) -> LikelihoodGrid:
         gen = torch.Generator().manual_seed(seed)
-        return fit_grid(
-            tg.score_fn(sde), sde, x, nfe=18, generator=gen, max_solves=6, reference_tol=1e-7
-        )
+        return fit_grid(tg.score_fn(sde), sde, x, nfe=18, method="dopri5", generator=gen,
+                        max_solves=6, reference_tol=1e-7)  # fmt: skip
 
     a, b = fit(3), fit(3)
     assert a == b  # nodes, errors and cost, bit for bit
@@ -145,6 +142,7 @@ def test_flow_path_grid() -> None:
     score = tg.score_fn(sde)
     xc = draw64(tg, 16, 1)
     grid = fit_grid(score, sde, xc, nfe=30, divergence="exact", max_solves=8, reference_tol=1e-7)
+    assert grid.method == "dopri5"  # "auto" on a flow path (expint4 cannot start at lambda = -inf)
     assert grid.nodes[-1] == 1.0 and (torch.tensor(grid.nodes).diff() > 0).all()
     x = draw64(tg, 32, 2)
     r = log_likelihood(score, sde, x, divergence="exact", grid=grid)
@@ -180,7 +178,7 @@ def test_bad_input_errors(fitted) -> None:
     with pytest.raises(TypeError, match="LikelihoodGrid"):
         log_likelihood(score, sde, x, grid=list(grid.nodes))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="nfe=4 is below one dopri5 step"):
-        fit_grid(score, sde, x, nfe=4)
+        fit_grid(score, sde, x, nfe=4, method="dopri5")
     with pytest.raises(TypeError, match="nfe must be an int"):
         fit_grid(score, sde, x, nfe=12.0)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="unknown method"):

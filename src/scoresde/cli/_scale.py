@@ -314,11 +314,11 @@ def fit_likelihood_grid(
     batched calls. The grid's calls and errors are reported with the result (``settings``).
     """
     from ..likelihood import fit_grid
-    from ..likelihood.grid import check_method_for, steps_for
+    from ..likelihood.grid import check_method_for, resolve_method, steps_for
     from ..shard import shard_seed
 
     try:
-        method = getattr(args, "grid_method", "dopri5")
+        method = resolve_method(getattr(args, "grid_method", "auto"), trained.sde)
         steps_for(args.fit_grid, method)
         check_method_for(method, trained.sde)
     except ValueError as err:

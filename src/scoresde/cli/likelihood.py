@@ -72,11 +72,11 @@ def _configure(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--grid-method",
-        choices=("dopri5", "expint4"),
-        default="dopri5",
-        help="how the --fit-grid grid steps: dopri5 (6 calls a step, default) or expint4 (the "
-        "exponential multistep predictor-corrector, 1 call a step; often fewer calls on "
-        "multi-modal data, not for flow paths)",
+        choices=("auto", "expint4", "dopri5"),
+        default="auto",
+        help="how the --fit-grid grid steps: expint4 (the exponential multistep "
+        "predictor-corrector, 1 call a step), dopri5 (6 calls a step) or auto (default: expint4, "
+        "dopri5 on flow paths, where expint4 cannot start)",
     )
     p.add_argument(
         "--seed",

@@ -34,6 +34,7 @@ __all__ = [
     "check_grid",
     "GRID_METHODS",
     "run_expint",
+    "resolve_method",
 ]
 
 GRID_METHODS = (*TABLEAUS, *EXPINT_METHODS)
@@ -111,6 +112,13 @@ def steps_for(nfe: int, method: str) -> int:
             f"(about 20-60 is typical for 1e-3 bits/dim)"
         )
     return nfe - 1 if method in EXPINT_METHODS else nfe // per
+
+
+def resolve_method(method: str, sde: SDE) -> str:
+    """``"auto"``: ``"expint4"``, or ``"dopri5"`` on a flow path (``lambda(T) = -inf``)."""
+    if method != "auto":
+        return method
+    return "dopri5" if sde.zero_terminal_snr else "expint4"
 
 
 def check_method_for(method: str, sde: SDE) -> None:
