@@ -138,3 +138,9 @@ def test_expint_errors() -> None:
         uniform_grid(S.VPSDE(), (4,), nfe=1, method="expint4")
     with pytest.raises(ValueError, match="unknown method"):
         uniform_grid(S.VPSDE(), (4,), nfe=20, method="expint5")
+
+
+def test_auto_method_is_expint4_off_flow_paths_and_dopri5_on_them() -> None:
+    assert uniform_grid(S.VPSDE(), (4,), nfe=20, method="auto").method == "expint4"
+    assert uniform_grid(S.RectifiedFlow(), (4,), nfe=18, method="auto").method == "dopri5"
+    assert uniform_grid(S.VPSDE(), (4,), nfe=18).method == "dopri5"  # the unfitted baseline

@@ -156,9 +156,12 @@ def uniform_grid(
     """Nodes uniform in ``u = sigma / (0.6 + sigma)``: the unfitted grid of ``nfe`` calls.
 
     The baseline :func:`~.fitting.fit_grid` is compared with (its ``uniform_error``).
+    ``method``: as for ``fit_grid`` (``"auto"`` included); dopri5 by default, because uniform
+    nodes suit it far better than they suit ``expint4``.
     """
     if not isinstance(sde, SDE):
         raise TypeError(f"sde must be a scoresde.SDE, got {type(sde).__name__}")
+    method = resolve_method(method, sde)
     check_method_for(method, sde)
     steps = steps_for(nfe, method)
     u0, u1 = end_points(sde, eps, tuple(event_shape))
