@@ -1,8 +1,9 @@
 """Fitted likelihood grids: batched score calls against the SciPy RK45 reference at equal accuracy.
 
 Run: ``.venv/bin/python benchmarks/likelihood_grid.py [--quick] [--parts ab]`` (CPU, one torch
-thread; on the shared 2-core box 12 minutes for (a) and 19 for (b), run side by side while other
-jobs used the CPU; ``--quick`` is a smoke run of a few minutes).
+thread; on the shared 2-core box 12 minutes for (a); (b) 31 minutes with ``--digits-tols 1e-5``
+plus 32 for ``--tols - --digits-tols 1e-6``, run beside other jobs; ``--quick`` is a smoke run
+of a few minutes).
 
 Issue 21 asks that ``scoresde.likelihood.fit_grid`` + ``log_likelihood(..., grid=...)`` need at
 most half the *batched* score calls of the SciPy RK45-in-``t`` reference
@@ -174,7 +175,7 @@ def analytic_row(name: str, tg: GaussianMixture, sde_name: str, sde: scoresde.SD
     fits: list[LikelihoodGrid] = []
 
     def fitted(nfe: int) -> LikelihoodGrid:
-        fits.append(fit_grid(score, sde, xc, nfe=nfe, divergence="exact",
+        fits.append(fit_grid(score, sde, xc, nfe=nfe, method="dopri5", divergence="exact",
                              max_solves=24 if big else 48))  # fmt: skip
         return fits[-1]
 
@@ -231,8 +232,9 @@ def part_a(quick: bool) -> str:
         f"(a) Analytic targets: batched calls at {TARGET:g} bits/dim (RMS, 128 held-out points"
         " (64-d: 64), float64, exact divergence)",
         "SciPy = RK45 in t on the flat batch, loosest rtol = atol of the sweep 1e-3..1e-6 reaching"
-        " the target. Grid = `fit_grid(..., nfe)` on 256 other points (64-d: 32), fewest calls"
-        " (multiples of 6, bracketing and bisection) reaching it on the held-out points;"
+        " the target. Grid = `fit_grid(..., nfe, method='dopri5')` on 256 other points (64-d: 32),"
+        " fewest calls (multiples of 6, bracketing and bisection) reaching it on the held-out"
+        " points;"
         " uniform grid = nodes uniform in sigma/(0.6+sigma). Fit cost = batched calls over the"
         ' calibration points. expint4 = `fit_grid(..., method="expint4")`: exponential'
         " multistep predictor-corrector in lambda = -log sigma, one call per node, any number"
