@@ -299,7 +299,7 @@ def fit_grid(
             :func:`fit_expint`; not on flow paths), or ``"auto"`` (default): ``expint4``, and
             ``dopri5`` on flow paths. Measured (``benchmarks/likelihood_grid.py``): on the
             trained demo networks ``expint4`` needed 0.26-0.54x SciPy's RK45 calls at equal
-            accuracy against 0.77-0.96x for ``dopri5``; on analytic mixtures 0.45-1.0x the
+            accuracy against 0.77-1.42x for ``dopri5``; on analytic mixtures 0.45-1.0x the
             calls of ``dopri5``; on single Gaussians, whose flow in ``u`` is nearly linear,
             1.1-2.1x.
         divergence: ``"hutchinson"`` or ``"exact"`` as in ``log_likelihood`` (the same ODE).
