@@ -34,7 +34,7 @@ from torch import Tensor
 
 from .._checks import trusted_times
 from .divergence import score_and_trace
-from .flow import SIGMA_FRAC_KAPPA, ProbabilityFlow
+from .flow import ProbabilityFlow, sigma_of_u
 
 __all__ = ["EXPINT_METHODS", "ExpPlan", "ExpSolution", "expint_plan", "lambda_of_u", "solve_expint"]
 
@@ -47,7 +47,7 @@ _GL_X, _GL_W = np.polynomial.legendre.leggauss(24)
 
 def lambda_of_u(u: Sequence[float]) -> list[float]:
     """``lambda = -log sigma`` at the solver variable's ``u = sigma / (kappa + sigma)``."""
-    return [-math.log(SIGMA_FRAC_KAPPA * v / (1.0 - v)) for v in u]
+    return [-math.log(sigma_of_u(float(v))) for v in u]
 
 
 def _weights(nodes: list[float], a: float, b: float, exponential: bool) -> list[float]:

@@ -50,7 +50,7 @@ from .api import (
 )
 from .divergence import draw_probes
 from .expint import EXPINT_METHODS, lambda_of_u
-from .flow import SIGMA_FRAC_KAPPA, DenoiserFlow, ProbabilityFlow, probability_flow
+from .flow import DenoiserFlow, ProbabilityFlow, probability_flow, u_of_sigma
 from .grid import (
     LikelihoodGrid,
     check_method_for,
@@ -414,8 +414,7 @@ def _expint_run(cal: Calibration, nodes: list[float]) -> tuple[float, Tensor, fl
 
 
 def _u_of_lambda(lams: Tensor) -> list[float]:
-    sigma = torch.exp(-lams)
-    return (sigma / (SIGMA_FRAC_KAPPA + sigma)).tolist()
+    return u_of_sigma(torch.exp(-lams)).tolist()
 
 
 def _equidistribute(lams: Tensor, density: Tensor, steps: int) -> list[float]:

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import torch
 from torch import Tensor
@@ -53,11 +53,31 @@ from .._checks import trusted_times
 from ..sde import SDE, ScoreFn, denoiser_of
 from .divergence import check_score, score_and_trace
 
-__all__ = ["SIGMA_FRAC_KAPPA", "ProbabilityFlow", "DenoiserFlow", "Frame", "probability_flow"]
+__all__ = [
+    "SIGMA_FRAC_KAPPA",
+    "ProbabilityFlow",
+    "DenoiserFlow",
+    "Frame",
+    "probability_flow",
+    "u_of_sigma",
+    "sigma_of_u",
+]
 
 SIGMA_FRAC_KAPPA = 0.6
 """Noise level at which ``u = sigma / (kappa + sigma)`` turns from ``~ sigma`` to
 ``~ 1 - kappa / sigma``: about the scale of data in [-1, 1]."""
+
+Num = TypeVar("Num", float, Tensor)
+
+
+def u_of_sigma(sigma: Num) -> Num:
+    """The integration variable ``u = sigma / (kappa + sigma)`` (floats or tensors)."""
+    return sigma / (SIGMA_FRAC_KAPPA + sigma)
+
+
+def sigma_of_u(u: Num) -> Num:
+    """``sigma = kappa u / (1 - u)``, the inverse of :func:`u_of_sigma`."""
+    return SIGMA_FRAC_KAPPA * u / (1.0 - u)
 
 
 class Frame(NamedTuple):
@@ -92,12 +112,11 @@ class ProbabilityFlow:
     # the integration variable u = sigma / (kappa + sigma)
     def u_of_t(self, t: Tensor) -> Tensor:
         """The integration variable at time ``t``."""
-        sigma = self.sde.sigma(t)
-        return sigma / (SIGMA_FRAC_KAPPA + sigma)
+        return u_of_sigma(self.sde.sigma(t))
 
     def sigma_of_u(self, u: Tensor) -> Tensor:
         """``sigma = kappa u / (1 - u)``, the inverse of :meth:`u_of_t`'s map."""
-        return SIGMA_FRAC_KAPPA * u / (1.0 - u)
+        return sigma_of_u(u)
 
     def dsigma_du(self, t: Tensor, sigma: Tensor) -> Tensor:
         """``d sigma / du = (kappa + sigma)^2 / kappa`` at time ``t`` and noise level ``sigma``."""
