@@ -215,24 +215,25 @@ class GridSolver:
         self, flow: ProbabilityFlow, rhs: RHS, y0: Tensor, t_from: Tensor, t_to: Tensor
     ) -> ODESolution:
         """Integrate ``rhs`` over the grid's nodes; ``t_from``/``t_to`` are the grid's ends."""
-        nodes = self.nodes(y0)
         if self.grid.method in EXPINT_METHODS:
-            nodes_list = self.grid.nodes if self.forward else self.grid.nodes[::-1]
             y, calls, _ = run_expint(
-                flow, rhs, y0, t_from, t_to, nodes_list, method=self.grid.method
+                flow, rhs, y0, t_from, t_to, self.ordered(), method=self.grid.method
             )
         else:
-            sol = solve_fixed(rhs, y0, nodes, method=self.grid.method)
+            sol = solve_fixed(rhs, y0, self.nodes(y0), method=self.grid.method)
             y, calls = sol.y, sol.calls
         batch = y0.shape[0]
         nfe = torch.full((batch,), calls, dtype=torch.long)
         steps = torch.full((batch,), self.grid.steps, dtype=torch.long)
         return ODESolution(y, nfe, calls, steps, torch.zeros_like(steps))
 
+    def ordered(self) -> tuple[float, ...]:
+        """The nodes in the direction of the solve."""
+        return self.grid.nodes if self.forward else self.grid.nodes[::-1]
+
     def nodes(self, like: Tensor) -> Tensor:
         """The nodes in the direction of the solve, on ``like``'s device and dtype."""
-        nodes = self.grid.nodes if self.forward else self.grid.nodes[::-1]
-        return torch.tensor(nodes, dtype=like.dtype, device=like.device)
+        return torch.tensor(self.ordered(), dtype=like.dtype, device=like.device)
 
 
 def run_expint(
