@@ -390,6 +390,9 @@ FINE_STEPS = 400
 """Steps uniform in ``lambda`` of the fine solve whose error estimates give the node density."""
 EXPONENTS = (0.2, 0.25, 1 / 3)
 """Exponents ``q`` of the node densities ``L^q`` tried by :func:`fit_expint`."""
+THEORY_EXPONENT = 0.25
+"""The exponent ``1 / (order + 1)`` of the order-4 theory: its first pass is the grid's
+``initial_error`` ("the starting nodes")."""
 UNIFORM_MARGIN = 0.5
 """Uniform nodes replace the equidistributed ones only when their error bound is below this
 fraction of the best one's: the bounds of all sets are close (100-250x the actual errors on a
@@ -491,9 +494,10 @@ def fit_expint(cal: Calibration, nfe: int, *, method: str = "expint4") -> Likeli
     best = min(range(1, len(found)), key=lambda i: (found[i][0][1], -i))
     if found[0][0][1] < UNIFORM_MARGIN * found[best][0][1]:  # uniform only on a clear win
         best = 0
+    start = 1 + 2 * EXPONENTS.index(THEORY_EXPONENT)  # found: uniform, then 2 passes per q
     bits = cal.flow.dim * math.log(2.0)
     return LikelihoodGrid(
         tuple(found[best][1]), method, grid_nfe(steps, method), float(eps), repr(sde),
-        event_shape, errs[best] / bits, errs[3] / bits, errs[0] / bits,
+        event_shape, errs[best] / bits, errs[start] / bits, errs[0] / bits,
         cal.reference_calls + cal.calls - before,
     )  # fmt: skip
