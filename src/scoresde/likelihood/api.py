@@ -60,6 +60,11 @@ class FlowSolver:
     """Per-sample norm of the scaled errors (the log-density column counts as a component)."""
     first_probe: float = FIRST_PROBE
 
+    def __post_init__(self) -> None:
+        check_positive("rtol", self.rtol)
+        check_positive("atol", self.atol)
+        check_choice("method", self.method, TABLEAUS)
+
     def solve(
         self, flow: ProbabilityFlow, rhs: RHS, y0: Tensor, t_from: Tensor, t_to: Tensor
     ) -> ODESolution:
@@ -145,9 +150,6 @@ def _check_common(
     sde: SDE,
     x: Tensor,
     name: str,
-    rtol: float,
-    atol: float,
-    method: str,
     eps: float,
 ) -> None:
     if not callable(score_fn):
@@ -161,9 +163,6 @@ def _check_common(
         raise ValueError(
             f"{name} must be a non-empty batch (B, *event_shape), got shape {tuple(x.shape)}"
         )
-    check_positive("rtol", rtol)
-    check_positive("atol", atol)
-    check_choice("method", method, TABLEAUS)
     check_positive("eps", eps)
     if eps >= sde.T:
         raise ValueError(
@@ -269,7 +268,7 @@ def log_likelihood(
         :class:`LikelihoodResult` with ``log_prob`` (nats, ``(B,)``), ``latent``, ``nfe``.
         Use :func:`bits_per_dim` for bits per dimension. The result is detached.
     """
-    _check_common(score_fn, sde, x, "x", rtol, atol, method, eps)
+    _check_common(score_fn, sde, x, "x", eps)
     _check_estimator(divergence, probe, probes, generator, batch_size)
     solver = _solver(FlowSolver(rtol, atol, method), grid, sde, x, eps, forward=True)
     flow = probability_flow(score_fn, sde, tuple(x.shape[1:]))
@@ -341,7 +340,7 @@ def _transport(
     forward: bool,
 ) -> Tensor:
     """Check the inputs, then carry ``x`` from ``eps`` to ``T`` (``forward``) or back."""
-    _check_common(score_fn, sde, x, name, adaptive.rtol, adaptive.atol, adaptive.method, eps)
+    _check_common(score_fn, sde, x, name, eps)
     solver = _solver(adaptive, grid, sde, x, eps, forward=forward)
     flow = probability_flow(score_fn, sde, tuple(x.shape[1:]))
     t_eps, t_end = _times(sde, x, eps)

@@ -315,7 +315,7 @@ def fit_grid(
         The :class:`~.grid.LikelihoodGrid` with its calibration error (bits/dim, RMS), the
         errors of the starting and of uniform nodes, and ``fit_calls``, the cost of the fit.
     """
-    _check_common(score_fn, sde, x_calib, "x_calib", 1.0, 1.0, "dopri5", eps)
+    _check_common(score_fn, sde, x_calib, "x_calib", eps)
     method = resolve_method(method, sde)
     check_method_for(method, sde)
     _check_estimator(divergence, probe, probes, generator, None)
