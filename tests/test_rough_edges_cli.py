@@ -266,7 +266,8 @@ def test_sampler_help_in_python_and_on_the_command_line(
     for word in ("sampler 'pc'", "predictor: str | None = 'reverse_diffusion'",
                  "snr: float = 0.16", "corrector_steps", "Langevin"):  # fmt: skip
         assert word in text, word
-    assert "(none)" in scoresde.sampler_help("fast")
+    assert "(none)" in scoresde.sampler_help("euler")
+    assert "split: bool = True" in scoresde.sampler_help("fast")
     assert "sampler_help" in (scoresde.sample.__doc__ or "")
     with pytest.raises(ValueError, match="unknown sampler"):
         scoresde.sampler_help("pcc")

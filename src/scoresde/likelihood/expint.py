@@ -33,6 +33,7 @@ import numpy as np
 from torch import Tensor
 
 from .._checks import trusted_times
+from .._quadrature import lagrange_weights
 from .divergence import score_and_trace
 from .flow import ProbabilityFlow, sigma_of_u
 
@@ -42,8 +43,6 @@ EXPINT_METHODS: dict[str, int] = {"expint4": 3}
 """Exponential multistep methods by name: the number ``k`` of nodes of the predictor (order
 ``k + 1`` with the corrector). ``expint4``: DPM-Solver++(3M) predictor, order-4 corrector."""
 
-_GL_X, _GL_W = np.polynomial.legendre.leggauss(24)
-
 
 def lambda_of_u(u: Sequence[float]) -> list[float]:
     """``lambda = -log sigma`` at the solver variable's ``u = sigma / (kappa + sigma)``."""
@@ -51,21 +50,9 @@ def lambda_of_u(u: Sequence[float]) -> list[float]:
 
 
 def _weights(nodes: list[float], a: float, b: float, exponential: bool) -> list[float]:
-    """``int_a^b w(l) L_j(l) dl`` for the Lagrange basis on ``nodes``; ``w = exp(l - b)`` or 1.
-
-    Gauss–Legendre with 24 points: exact to rounding for these polynomial-times-exponential
-    integrands over steps of a few units of ``lambda``.
-    """
-    xs = 0.5 * (b - a) * _GL_X + 0.5 * (a + b)
-    ws = 0.5 * (b - a) * _GL_W * (np.exp(xs - b) if exponential else 1.0)
-    out = []
-    for j, lj in enumerate(nodes):
-        basis = np.ones_like(xs)
-        for m, lm in enumerate(nodes):
-            if m != j:
-                basis = basis * (xs - lm) / (lj - lm)
-        out.append(float((ws * basis).sum()))
-    return out
+    """``int_a^b w(l) L_j(l) dl`` for the Lagrange basis on ``nodes``; ``w = exp(l - b)`` or 1."""
+    weight = (lambda xs: np.exp(xs - b)) if exponential else None
+    return [float(c) for c in lagrange_weights(nodes, a, b, weight)]
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from .._checks import (
 )
 from ..sde import SDE, ScoreFn, denoiser_of
 from .base import Context, SamplerSpec, ScheduleContext, get_sampler
+from .data_gaussian import DataGaussian
 from .noise import CounterNoise
 from .profile import StartMoments, start_moments
 from .schedules import Schedule, check_steps, get_times
@@ -190,8 +191,10 @@ def sample(
     if _check_noise_offset(noise_offset):
         noise = CounterNoise(noise.seed, offset=noise_offset)
     run = _Run(spec, checked, sde, generator, callback, progress, return_trajectory, denoise)
-    if spec.matched_start and x_init is None:
-        run.start = start_moments(sctx)
+    if spec.matched_start:
+        moments = start_moments(sctx)
+        run.start = moments if x_init is None else None
+        run.gaussian = None if moments is None else moments.gaussian
     x, nfe, traj = run.chunks(shape, times, noise, x_init, batch_size, options)
     if not (return_info or return_trajectory):
         return x
@@ -278,6 +281,8 @@ class _Run:
     denoise: bool | None
     start: StartMoments | None = None
     """The Gaussian start of a sampler with ``matched_start`` (else the prior's)."""
+    gaussian: DataGaussian | None = None
+    """The data's Gaussian part for a sampler with ``matched_start`` (``Context.gaussian``)."""
 
     def chunks(
         self,
@@ -338,7 +343,14 @@ class _Run:
     ) -> tuple[Tensor, int, Tensor | None]:
         """Integrate ``x`` over ``times``; return the samples, the NFE and the trajectory."""
         bar = self._progress_bar(times.numel() - 1)
-        ctx = Context(self.score_fn, self.sde, self.generator, self._on_step(bar), noise=noise)
+        ctx = Context(
+            self.score_fn,
+            self.sde,
+            self.generator,
+            self._on_step(bar),
+            noise=noise,
+            gaussian=self.gaussian,
+        )
         if self.return_trajectory:
             ctx.trajectory = [x.clone()]
         try:

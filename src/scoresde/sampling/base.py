@@ -20,6 +20,7 @@ from torch import Tensor
 
 from .._checks import check_choice
 from ..sde import EDMSDE, SDE, VESDE, VPSDE, RectifiedFlow, ReverseSDE, ScoreFn, SubVPSDE
+from .data_gaussian import DataGaussian
 from .noise import CounterNoise
 
 __all__ = [
@@ -51,6 +52,9 @@ class Context:
     memo: dict[str, Any] = field(default_factory=dict)
     """Per-run values a step computes once (e.g. host-side decisions that would otherwise
     synchronise with the device at every step)."""
+    gaussian: DataGaussian | None = None
+    """The data's Gaussian part read from the model, for samplers with ``matched_start``
+    (``fast`` integrates it exactly); ``None`` for the others or when the model gives none."""
 
     def score(self, x: Tensor, t: Tensor) -> Tensor:
         """Evaluate the score at ``x`` and a scalar time ``t`` broadcast to the batch."""

@@ -13,7 +13,10 @@ log-spaced noise levels from the top of the SDE's range to its bottom, and recor
   detail resolved), and its fall marks the data's finest scale;
 * the data's mean and variance, from ``E[D(x_hat; sigma)] = E[x0]`` and
   ``E[x_hat . D(x_hat; sigma)] = E||x0||^2`` (the noise is independent of ``x0``), read at the
-  first level where the data show (:func:`_moment_level`).
+  first level where the data show (:func:`_moment_level`);
+* the data's leading covariance directions (:class:`~.data_gaussian.DataGaussian`, rank
+  :data:`GAUSSIAN_RANK`), from the probe's rows at its last level, where they are samples of
+  the model (``fast`` integrates that Gaussian's flow exactly, :mod:`.split`).
 
 :func:`sigma_range` turns the profile into the start and end noise levels of a schedule.
 The probe costs ``levels`` score calls on ``n`` rows; its generator is its own, so it consumes
@@ -29,6 +32,7 @@ import torch
 from torch import Tensor
 
 from .base import ScheduleContext
+from .data_gaussian import DataGaussian, data_gaussian
 
 __all__ = [
     "NoiseProfile",
@@ -48,6 +52,8 @@ MOMENT_FRACTION = 0.9
 """The data's moments are read at the first probed level where ``r`` is at most this."""
 TOP_SIGMA_CAP = 1e4
 """The probe's top level on SDEs whose ``sigma(T)`` is larger (flow paths: infinite)."""
+GAUSSIAN_RANK = 8
+"""Leading covariance directions the profile keeps (2-16 measured alike on random mixtures)."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,8 @@ class NoiseProfile:
         var: the data's variance per coordinate (averaged over coordinates).
         trusted: whether the top level behaves as noised data must (``r`` within 0.5 of 1
             there before clamping); an untrained network's denoiser does not.
+        gaussian: the data's mean and leading covariance directions (module docstring);
+            ``None`` when not ``trusted`` or on a flow path.
     """
 
     sigmas: Tensor
@@ -73,6 +81,7 @@ class NoiseProfile:
     mean: Tensor
     var: float
     trusted: bool
+    gaussian: DataGaussian | None = None
 
     def sigma_at(self, r: float) -> float | None:
         """The level where ``r(sigma)`` last falls below ``r``, log-interpolated between levels.
@@ -164,7 +173,10 @@ def noise_profile(ctx: ScheduleContext, *, levels: int = 24, n: int = 128) -> No
         )
     trusted = abs(float(stats[0]) - 1.0) < 0.5
     rms = math.sqrt(mean_sq + var)
-    return NoiseProfile(sigmas, frac, rms, levels, mean, var, trusted)
+    gauss = None
+    if trusted and not ctx.sde.zero_terminal_snr:
+        gauss = data_gaussian(den, mean, GAUSSIAN_RANK)
+    return NoiseProfile(sigmas, frac, rms, levels, mean, var, trusted, gauss)
 
 
 def cached_profile(ctx: ScheduleContext) -> NoiseProfile:
@@ -216,10 +228,12 @@ class StartMoments:
     ``mean`` (one sample's shape) and ``var`` are the data's mean and variance per coordinate,
     so the start has the first two moments of the noised data, where the SDE's prior
     ``N(0, s^2 sigma^2 I)`` drops the data's mean and variance (its error at ``sigma(T)``).
+    ``gaussian`` is the profile's :class:`~.data_gaussian.DataGaussian` (``fast``'s split).
     """
 
     mean: Tensor
     var: float
+    gaussian: DataGaussian | None = None
 
 
 def start_moments(ctx: ScheduleContext) -> StartMoments | None:
@@ -231,7 +245,7 @@ def start_moments(ctx: ScheduleContext) -> StartMoments | None:
     if ctx.sde.zero_terminal_snr:
         return None
     prof = cached_profile(ctx)
-    return StartMoments(prof.mean, prof.var) if prof.trusted else None
+    return StartMoments(prof.mean, prof.var, prof.gaussian) if prof.trusted else None
 
 
 def _fraction_at(profile: NoiseProfile, log_sigma: Tensor) -> Tensor:

@@ -1,0 +1,130 @@
+"""DPM-Solver++ with the data's Gaussian part integrated exactly: ``fast``'s solver.
+
+In the scaled variable ``x_hat = x / s`` and ``lambda = -log sigma`` the probability-flow ODE is
+``dx_hat/dlambda = D(x_hat; sigma) - x_hat``. DPM-Solver++ (Lu et al. 2022) integrates the
+linear part ``-x_hat`` exactly and interpolates ``D`` in ``lambda``. Its large first steps are
+where a few-step sampler decides which mode a sample goes to, and there ``D`` is nearly the
+denoiser of a Gaussian, ``m + A (x_hat - m)`` with ``A = C (C + sigma^2 I)^{-1}`` (``m``, ``C``:
+the data's mean and covariance), which changes fast with ``sigma``. This solver splits
+``D = m + A y + R`` (``y = x_hat - m``) and integrates the Gaussian part exactly: along a
+direction of variance ``v`` (``a = v / (v + sigma^2)``)
+
+    dy/dlambda = -(1 - a) y + R,   Phi(lambda) = sqrt(v + e^{-2 lambda}),
+    y(lambda_1) = Phi(lambda_1)/Phi(lambda_0) y(lambda_0)
+                  + int_{lambda_0}^{lambda_1} Phi(lambda_1)/Phi(l) R(l) dl,
+
+with ``R`` interpolated through the latest nodes (Lagrange in ``lambda``; 2M/3M predictor and
+the UniC-style corrector with the new node, as :mod:`.dpm_solver`). For Gaussian data the
+result is exact in any number of steps; with ``v = 0`` it is DPM-Solver++ itself (the same
+update, to rounding). ``m`` and ``C`` (rank-``k`` plus isotropic, :mod:`.data_gaussian`) come
+from the model's noise profile. A direction is split only while ``sigma^2 >= cut * v``: below
+its own scale a direction's denoiser is no longer the data-wide Gaussian's (the local modes'
+widths rule there), and plain DPM-Solver++ is the better model. On random Gaussian mixtures
+(seeds 100-175 of ``benchmarks/samplers_general.py``) this turned most of the mode-mass losses
+of 5-NFE sampling into wins (``docs/design.md``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .._quadrature import lagrange_weights
+from .base import Context
+from .data_gaussian import DataGaussian
+from .sigma import SigmaGrid, run_in_sigma
+
+__all__ = ["split_dpm_solver", "SPLIT_CUT", "split_coefficients"]
+
+SPLIT_CUT = 4.0
+"""A direction of variance ``v`` is split while ``sigma^2 >= SPLIT_CUT * v`` (tuned: 1-4 tie at
+NFE 5; 4 is better at NFE 10; 16 and "always" lose, ``benchmarks/RESULTS.md``)."""
+
+
+def split_coefficients(
+    variances: np.ndarray, sigma0: float, sigma1: float, nodes: list[float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The step ``sigma0 -> sigma1``: ``Phi(lambda_1)/Phi(lambda_0)`` and the nodes' weights.
+
+    Per variance (the columns): the exact factor of the Gaussian part and the weights
+    ``int Phi(lambda_1)/Phi(l) L_j(l) dl`` of ``R`` at ``nodes`` (rows), module formula.
+    """
+    v = variances[:, None]
+    ratio = np.sqrt((variances + sigma1**2) / (variances + sigma0**2))
+    lam0, lam1 = -math.log(sigma0), -math.log(sigma1)
+
+    def weight(ls: np.ndarray) -> np.ndarray:
+        return np.sqrt((v + sigma1**2) / (v + np.exp(-2.0 * ls)))
+
+    return ratio, lagrange_weights(nodes, lam0, lam1, weight)
+
+
+class _SplitRun:
+    """The history of one run: ``(lambda, D, y)`` at the latest nodes, flattened rows."""
+
+    def __init__(self, gauss: DataGaussian, sigmas: list[float], cut: float) -> None:
+        self.gauss, self.sigmas, self.cut = gauss, sigmas, cut
+        self.var = np.array(gauss.variances(), dtype=np.float64)
+        self.lams = [-math.log(s) for s in sigmas]
+        self.hist: list[tuple[int, Tensor, Tensor]] = []
+
+    def coef(self, values: np.ndarray, like: Tensor) -> Tensor:
+        """Host coefficients (one per variance) as a tensor beside the state."""
+        return torch.as_tensor(values, dtype=like.dtype, device=like.device)
+
+    def step(self, i: int, y: Tensor, nodes: list[tuple[int, Tensor, Tensor]]) -> Tensor:
+        """``y`` at node ``i + 1`` from ``y`` at node ``i`` and ``R`` interpolated at ``nodes``."""
+        s0, s1 = self.sigmas[i], self.sigmas[i + 1]
+        active = np.where(s0 * s0 >= self.cut * self.var, self.var, 0.0)
+        ratio, w = split_coefficients(active, s0, s1, [self.lams[j] for j, _, _ in nodes])
+        out = self.gauss.apply(self.coef(ratio, y), y)
+        for wj, (j, den, yj) in zip(w, nodes, strict=True):
+            a = active / (active + self.sigmas[j] ** 2)
+            resid = den - self.gauss.mean - self.gauss.apply(self.coef(a, yj), yj)
+            out = out + self.gauss.apply(self.coef(wj, y), resid)
+        return out
+
+
+def split_dpm_solver(
+    ctx: Context,
+    x: Tensor,
+    times: Tensor,
+    gauss: DataGaussian,
+    *,
+    order: int,
+    cut: float = SPLIT_CUT,
+) -> Tensor:
+    """DPM-Solver++(``order``M) + UniC corrector with ``gauss``'s part exact (module docstring).
+
+    One ``D`` per step, as :func:`.dpm_solver.dpm_solver` with ``corrector=True``: ``D`` at
+    the predicted point corrects the step and is the next step's ``D`` (the last step is not
+    corrected). The grid must start at a finite noise level (not at ``T`` of a flow path).
+    """
+    grid = SigmaGrid.of(ctx.sde, times)
+    sigmas = torch.stack(grid.sigma).double().cpu().tolist()  # the one host read of the run
+    if not all(math.isfinite(s) and s > 0 for s in sigmas):
+        raise ValueError("the split solver needs finite, positive noise levels on its grid")
+    run = _SplitRun(gauss, sigmas, cut)
+    shape = x.shape
+    den_next: Tensor | None = None
+
+    def step(i: int, x_hat: Tensor) -> tuple[Tensor, Tensor]:
+        nonlocal den_next
+        y = x_hat.reshape(shape[0], -1) - gauss.mean
+        den = grid.denoise(ctx, i, x_hat) if den_next is None else den_next
+        run.hist = [*run.hist, (i, den.reshape(shape[0], -1), y)][-3:]
+        k = min(order, len(run.hist))
+        y_pred = run.step(i, y, run.hist[-k:])
+        x_pred = (y_pred + gauss.mean).reshape(shape)
+        if i == grid.steps - 1:
+            return x_pred, den
+        den_next = grid.denoise(ctx, i + 1, x_pred)
+        new = (i + 1, den_next.reshape(shape[0], -1), y_pred)
+        kc = min(k + 1, order)
+        y_corr = run.step(i, y, [*run.hist[len(run.hist) - (kc - 1) :], new][-kc:])
+        return (y_corr + gauss.mean).reshape(shape), den
+
+    return run_in_sigma(ctx, x, grid, step)
