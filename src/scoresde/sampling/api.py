@@ -356,7 +356,7 @@ class _Run:
         try:
             x = self.spec.fn(ctx, x, times, **options)
             if self.spec.denoise if self.denoise is None else self.denoise:
-                x = ctx.denoise(x, times[-1])
+                x = ctx.final_denoise(x, times[-1])
                 ctx.report(times.numel() - 1, torch.zeros_like(times[-1]), x)
         finally:
             if bar is not None:

@@ -103,8 +103,11 @@ def fast(ctx: Context, x: Tensor, times: Tensor, *, split: bool = True) -> Tenso
     :data:`SECOND_ORDER_STEPS` steps DPM-Solver++(2M) with the corrector, which held up better
     on the uneven model-chosen grids of so few steps.
 
-    ``steps`` solver steps cost ``steps`` score evaluations, plus one for the final Tweedie
-    step to noise level 0 (``denoise=True``): ``steps=9`` is NFE 10.
+    ``steps`` solver steps cost ``steps`` score evaluations, plus one for the final step to
+    noise level 0 (``denoise=True``): ``steps=9`` is NFE 10. That step is Tweedie's up to 5
+    steps; with more (and ``split``) it extrapolates the denoiser along the path in
+    ``sigma^2`` from the last two nodes (:meth:`~.base.Context.final_denoise`), which keeps
+    modes wider than the last noise level from shrinking.
 
     Options:
         split: integrate the flow of the data's Gaussian part (its mean and leading covariance
