@@ -55,8 +55,21 @@ class DataGaussian:
         ``coef`` holds ``k + 1`` coefficients (``c_top`` then ``c_rest``) on ``u``'s device and
         dtype: an operator diagonal in the basis of :meth:`variances`.
         """
-        proj = u @ self.basis
-        return coef[-1] * u + (proj * (coef[:-1] - coef[-1])) @ self.basis.T
+        return self.combine(coef[None], [u], [u @ self.basis])
+
+    def combine(self, coefs: Tensor, us: list[Tensor], projs: list[Tensor]) -> Tensor:
+        """``sum_j`` :meth:`apply` ``(coefs[j], us[j])``, given ``projs[j] = us[j] @ U``.
+
+        One ``n x k`` by ``k x d`` product for the whole sum, whatever the number of terms
+        (the projections are computed once per vector by the caller and reused).
+        """
+        rest = coefs[:, -1]
+        out = rest[0] * us[0]
+        low = (coefs[0, :-1] - rest[0]) * projs[0]
+        for j in range(1, len(us)):
+            out = out + rest[j] * us[j]
+            low = low + (coefs[j, :-1] - rest[j]) * projs[j]
+        return out + low @ self.basis.T
 
 
 def data_gaussian(rows: Tensor, mean: Tensor, rank: int) -> DataGaussian | None:

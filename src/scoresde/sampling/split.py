@@ -67,30 +67,40 @@ def split_coefficients(
     return ratio, lagrange_weights(nodes, lam0, lam1, weight)
 
 
+class _Node:
+    """A node of the history: its index, ``D - m`` and ``y`` (flattened) and their projections."""
+
+    def __init__(self, i: int, den: Tensor, y: Tensor, gauss: DataGaussian) -> None:
+        self.i, self.den, self.y = i, den - gauss.mean, y
+        self.pden, self.py = self.den @ gauss.basis, y @ gauss.basis
+
+
 class _SplitRun:
-    """The history of one run: ``(lambda, D, y)`` at the latest nodes, flattened rows."""
+    """The grid, the data Gaussian and the history of one run (the latest three nodes)."""
 
     def __init__(self, gauss: DataGaussian, sigmas: list[float], cut: float) -> None:
         self.gauss, self.sigmas, self.cut = gauss, sigmas, cut
         self.var = np.array(gauss.variances(), dtype=np.float64)
         self.lams = [-math.log(s) for s in sigmas]
-        self.hist: list[tuple[int, Tensor, Tensor]] = []
+        self.hist: list[_Node] = []
 
-    def coef(self, values: np.ndarray, like: Tensor) -> Tensor:
-        """Host coefficients (one per variance) as a tensor beside the state."""
-        return torch.as_tensor(values, dtype=like.dtype, device=like.device)
+    def step(self, i: int, y: Tensor, nodes: list[_Node]) -> Tensor:
+        """``y`` at node ``i + 1`` from ``y`` at node ``i`` and ``R`` interpolated at ``nodes``.
 
-    def step(self, i: int, y: Tensor, nodes: list[tuple[int, Tensor, Tensor]]) -> Tensor:
-        """``y`` at node ``i + 1`` from ``y`` at node ``i`` and ``R`` interpolated at ``nodes``."""
+        ``w_j R_j = w_j (D_j - m) - w_j a_j y_j`` per variance: every term is diagonal in the
+        Gaussian's basis, so the whole update is one :meth:`DataGaussian.combine`.
+        """
         s0, s1 = self.sigmas[i], self.sigmas[i + 1]
         active = np.where(s0 * s0 >= self.cut * self.var, self.var, 0.0)
-        ratio, w = split_coefficients(active, s0, s1, [self.lams[j] for j, _, _ in nodes])
-        out = self.gauss.apply(self.coef(ratio, y), y)
-        for wj, (j, den, yj) in zip(w, nodes, strict=True):
-            a = active / (active + self.sigmas[j] ** 2)
-            resid = den - self.gauss.mean - self.gauss.apply(self.coef(a, yj), yj)
-            out = out + self.gauss.apply(self.coef(wj, y), resid)
-        return out
+        ratio, w = split_coefficients(active, s0, s1, [self.lams[n.i] for n in nodes])
+        rows, us, projs = [ratio], [y], [y @ self.gauss.basis]
+        for wj, n in zip(w, nodes, strict=True):
+            a = active / (active + self.sigmas[n.i] ** 2)
+            rows += [wj, -wj * a]
+            us += [n.den, n.y]
+            projs += [n.pden, n.py]
+        coefs = torch.as_tensor(np.stack(rows), dtype=y.dtype, device=y.device)
+        return self.gauss.combine(coefs, us, projs)
 
 
 def split_dpm_solver(
@@ -120,7 +130,7 @@ def split_dpm_solver(
         nonlocal den_next
         y = x_hat.reshape(shape[0], -1) - gauss.mean
         den = grid.denoise(ctx, i, x_hat) if den_next is None else den_next
-        run.hist = [*run.hist, (i, den.reshape(shape[0], -1), y)][-3:]
+        run.hist = [*run.hist, _Node(i, den.reshape(shape[0], -1), y, gauss)][-3:]
         k = min(order, len(run.hist))
         y_pred = run.step(i, y, run.hist[-k:])
         x_pred = (y_pred + gauss.mean).reshape(shape)
@@ -129,7 +139,7 @@ def split_dpm_solver(
                 ctx.memo["previous_denoised"] = (den, grid.sigma[i])
             return x_pred, den
         den_next = grid.denoise(ctx, i + 1, x_pred)
-        new = (i + 1, den_next.reshape(shape[0], -1), y_pred)
+        new = _Node(i + 1, den_next.reshape(shape[0], -1), y_pred, gauss)
         kc = min(k + 1, order)
         y_corr = run.step(i, y, [*run.hist[len(run.hist) - (kc - 1) :], new][-kc:])
         return (y_corr + gauss.mean).reshape(shape), den
