@@ -11,6 +11,7 @@ from torch import Tensor
 import scoresde as S
 from scoresde.metrics import mode_report
 from scoresde.sampling.base import ScheduleContext
+from scoresde.sampling.end_level import END_MULTIPLES, END_REFERENCE_STEPS
 from scoresde.sampling.fast import FIXED_RANGES, fast_schedule
 from scoresde.sampling.profile import PROBE_ROWS, noise_profile, sigma_range
 from scoresde.targets import GaussianMixture
@@ -96,7 +97,10 @@ def test_probe_runs_once_per_score_function_and_spares_the_generator() -> None:
                         generator=torch.Generator().manual_seed(3))  # fmt: skip
 
     first = run()
-    assert calls["n"] == 24 + 6  # the probe, then 5 steps and the denoising step
+    # the probe, the end-level fit (a reference of 32 steps and five candidate grids, each with
+    # its final step), then 5 steps and the final step
+    fit = END_REFERENCE_STEPS + 1 + len(END_MULTIPLES) * 6
+    assert calls["n"] == 24 + fit + 6
     calls["n"] = 0
     second = run()
     assert calls["n"] == 6

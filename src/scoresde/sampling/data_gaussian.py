@@ -87,7 +87,7 @@ def data_gaussian(rows: Tensor, mean: Tensor, rank: int) -> DataGaussian | None:
         return None
     centred = flat - flat.mean(0)
     small = centred.T @ centred if d <= n else centred @ centred.T
-    evals, evecs = torch.linalg.eigh(small.double().cpu() / (n - 1))  # ascending
+    evals, evecs = torch.linalg.eigh(small.cpu().double() / (n - 1))  # ascending
     evals, evecs = evals.flip(0), evecs.flip(1)
     total = float(evals.clamp_min(0).sum())
     if not math.isfinite(total) or total <= 0:

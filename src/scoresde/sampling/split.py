@@ -119,7 +119,7 @@ def split_dpm_solver(
     corrected). The grid must start at a finite noise level (not at ``T`` of a flow path).
     """
     grid = SigmaGrid.of(ctx.sde, times)
-    sigmas = torch.stack(grid.sigma).double().cpu().tolist()  # the one host read of the run
+    sigmas = torch.stack(grid.sigma).cpu().double().tolist()  # the one host read of the run
     if not all(math.isfinite(s) and s > 0 for s in sigmas):
         raise ValueError("the split solver needs finite, positive noise levels on its grid")
     run = _SplitRun(gauss, sigmas, cut)
