@@ -55,13 +55,14 @@ def fitted_end(
     """The end level among ``END_MULTIPLES * lo`` whose grid best matches a reference solve.
 
     ``start`` is the grid's first time, ``grid(level)`` the sampler's times ending at
-    ``level``. The candidates are kept within ``[1.5 sigma(eps), sigma(start) / 4]``. Returns
-    ``lo`` when the profile has no data Gaussian to start from (nothing to fit against).
+    ``level``. The candidates are kept within ``[1.5 sigma(eps), sigma(start) / 4]`` (``lo``
+    itself always is one). Returns ``lo`` when the profile has no data Gaussian to start from
+    (nothing to fit against).
     """
     sde = ctx.sde
     top = float(sde.sigma(start))
     bottom = 1.5 * float(sde.sigma(torch.tensor(sde.eps, dtype=torch.float64)))
-    cands = sorted({min(max(lo * m, bottom), top / 4) for m in END_MULTIPLES})
+    cands = sorted({lo} | {min(max(lo * m, bottom), top / 4) for m in END_MULTIPLES})
     if len(cands) == 1 or profile.gaussian is None:
         return lo
     fn = getattr(ctx.score_fn, "fn", ctx.score_fn)  # the caller's: its profile is cached
