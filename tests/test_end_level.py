@@ -79,6 +79,12 @@ def test_the_fit_is_deterministic_decreasing_and_leaves_the_generator_alone() ->
     assert torch.equal(gen.get_state(), again.get_state()) and not torch.equal(
         state, gen.get_state()
     )
+    # nor the global generator (a first call per step count runs the fit)
+    torch.manual_seed(0)
+    want = torch.rand(1)
+    torch.manual_seed(0)
+    assert isinstance(fast_schedule(7, ctx_for(gm.score_fn(EDM), 3)), Tensor)
+    assert torch.equal(torch.rand(1), want)
 
 
 def test_more_steps_keep_the_rule() -> None:

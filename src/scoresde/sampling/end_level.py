@@ -69,9 +69,10 @@ def fitted_end(
     shape = (END_ROWS, *ctx.event_shape)
     x0 = _matched_noise(ctx, profile, start, shape)
 
-    def run(times: Tensor) -> Tensor:
+    def run(times: Tensor) -> Tensor:  # own generator: no draw from the global one either
+        gen = torch.Generator().manual_seed(END_SEED)
         return sample(fn, sde, shape, sampler="fast", schedule=times, x_init=x0,
-                      device=ctx.device, dtype=ctx.dtype)  # fmt: skip
+                      generator=gen, device=ctx.device, dtype=ctx.dtype)  # fmt: skip
 
     levels = torch.logspace(
         math.log10(top), math.log10(bottom), END_REFERENCE_STEPS + 1, dtype=torch.float64
