@@ -42,7 +42,7 @@ from .base import Context
 from .data_gaussian import DataGaussian
 from .sigma import SigmaGrid, run_in_sigma
 
-__all__ = ["split_dpm_solver", "SPLIT_CUT", "split_coefficients"]
+__all__ = ["split_dpm_solver", "SPLIT_CUT", "split_coefficients", "node_sets"]
 
 SPLIT_CUT = 4.0
 """A direction of variance ``v`` is split while ``sigma^2 >= SPLIT_CUT * v`` (tuned: 1-4 tie at
@@ -75,32 +75,57 @@ class _Node:
         self.pden, self.py = self.den @ gauss.basis, y @ gauss.basis
 
 
+def node_sets(steps: int, order: int) -> list[tuple[list[int], list[int]]]:
+    """Per step ``i``: the grid nodes of the predictor and of the corrector.
+
+    The predictor interpolates through the last ``k = min(order, i + 1)`` nodes, the corrector
+    through the last ``min(k + 1, order) - 1`` of them and the new node ``i + 1``.
+    """
+    out = []
+    for i in range(steps):
+        k = min(order, i + 1)
+        pred = list(range(i - k + 1, i + 1))
+        kc = min(k + 1, order)
+        out.append((pred, [*pred[len(pred) - (kc - 1) :], i + 1]))
+    return out
+
+
 class _SplitRun:
-    """The grid, the data Gaussian and the history of one run (the latest three nodes)."""
+    """The grid's coefficients (host float64, sent to the device once) and the history."""
 
-    def __init__(self, gauss: DataGaussian, sigmas: list[float], cut: float) -> None:
-        self.gauss, self.sigmas, self.cut = gauss, sigmas, cut
-        self.var = np.array(gauss.variances(), dtype=np.float64)
-        self.lams = [-math.log(s) for s in sigmas]
-        self.hist: list[_Node] = []
+    def __init__(
+        self, gauss: DataGaussian, sigmas: list[float], order: int, cut: float, like: Tensor
+    ) -> None:
+        self.gauss = gauss
+        self.nodes = node_sets(len(sigmas) - 1, order)
+        var = np.array(gauss.variances(), dtype=np.float64)
+        lams = [-math.log(s) for s in sigmas]
+        table = np.zeros((len(self.nodes), 2, 7, len(var)))
+        for i, sets in enumerate(self.nodes):
+            s0, s1 = sigmas[i], sigmas[i + 1]
+            active = np.where(s0 * s0 >= cut * var, var, 0.0)
+            for p, nodes in enumerate(sets):
+                ratio, w = split_coefficients(active, s0, s1, [lams[j] for j in nodes])
+                table[i, p, 0] = ratio
+                for r, (wj, j) in enumerate(zip(w, nodes, strict=True)):
+                    table[i, p, 1 + 2 * r] = wj
+                    table[i, p, 2 + 2 * r] = -wj * active / (active + sigmas[j] ** 2)
+        self.table = torch.as_tensor(table, dtype=like.dtype, device=like.device)
+        self.hist: dict[int, _Node] = {}
 
-    def step(self, i: int, y: Tensor, nodes: list[_Node]) -> Tensor:
-        """``y`` at node ``i + 1`` from ``y`` at node ``i`` and ``R`` interpolated at ``nodes``.
+    def step(self, i: int, y: Tensor, corrector: bool, new: _Node | None = None) -> Tensor:
+        """``y`` at node ``i + 1`` from ``y`` at node ``i``: the predictor or the corrector.
 
         ``w_j R_j = w_j (D_j - m) - w_j a_j y_j`` per variance: every term is diagonal in the
         Gaussian's basis, so the whole update is one :meth:`DataGaussian.combine`.
         """
-        s0, s1 = self.sigmas[i], self.sigmas[i + 1]
-        active = np.where(s0 * s0 >= self.cut * self.var, self.var, 0.0)
-        ratio, w = split_coefficients(active, s0, s1, [self.lams[n.i] for n in nodes])
-        rows, us, projs = [ratio], [y], [y @ self.gauss.basis]
-        for wj, n in zip(w, nodes, strict=True):
-            a = active / (active + self.sigmas[n.i] ** 2)
-            rows += [wj, -wj * a]
+        nodes = self.nodes[i][int(corrector)]
+        us, projs = [y], [y @ self.gauss.basis]
+        for j in nodes:
+            n = new if j == i + 1 and new is not None else self.hist[j]
             us += [n.den, n.y]
             projs += [n.pden, n.py]
-        coefs = torch.as_tensor(np.stack(rows), dtype=y.dtype, device=y.device)
-        return self.gauss.combine(coefs, us, projs)
+        return self.gauss.combine(self.table[i, int(corrector), : len(us)], us, projs)
 
 
 def split_dpm_solver(
@@ -122,7 +147,7 @@ def split_dpm_solver(
     sigmas = torch.stack(grid.sigma).cpu().double().tolist()  # the one host read of the run
     if not all(math.isfinite(s) and s > 0 for s in sigmas):
         raise ValueError("the split solver needs finite, positive noise levels on its grid")
-    run = _SplitRun(gauss, sigmas, cut)
+    run = _SplitRun(gauss, sigmas, order, cut, x)
     shape = x.shape
     den_next: Tensor | None = None
 
@@ -130,9 +155,9 @@ def split_dpm_solver(
         nonlocal den_next
         y = x_hat.reshape(shape[0], -1) - gauss.mean
         den = grid.denoise(ctx, i, x_hat) if den_next is None else den_next
-        run.hist = [*run.hist, _Node(i, den.reshape(shape[0], -1), y, gauss)][-3:]
-        k = min(order, len(run.hist))
-        y_pred = run.step(i, y, run.hist[-k:])
+        run.hist[i] = _Node(i, den.reshape(shape[0], -1), y, gauss)
+        run.hist.pop(i - 3, None)
+        y_pred = run.step(i, y, corrector=False)
         x_pred = (y_pred + gauss.mean).reshape(shape)
         if i == grid.steps - 1:
             if order == 3:  # the final step to sigma = 0 extrapolates D from here (Context)
@@ -140,8 +165,7 @@ def split_dpm_solver(
             return x_pred, den
         den_next = grid.denoise(ctx, i + 1, x_pred)
         new = _Node(i + 1, den_next.reshape(shape[0], -1), y_pred, gauss)
-        kc = min(k + 1, order)
-        y_corr = run.step(i, y, [*run.hist[len(run.hist) - (kc - 1) :], new][-kc:])
+        y_corr = run.step(i, y, corrector=True, new=new)
         return (y_corr + gauss.mean).reshape(shape), den
 
     return run_in_sigma(ctx, x, grid, step)
