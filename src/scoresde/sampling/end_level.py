@@ -12,8 +12,9 @@ alone on 62 and 65.
 :func:`fitted_end` picks among those candidates the way :func:`scoresde.fit_schedule` fits a
 whole grid, on a budget: ``END_ROWS`` noises drawn (own seed) from ``fast``'s matched start,
 a ``END_REFERENCE_STEPS``-step solve of them as the reference, and each candidate grid's samples
-scored by their mean RMS distance to it (LD3's matching loss). ``END_REFERENCE_STEPS +
-len(END_MULTIPLES) * steps`` score calls on ``END_ROWS`` rows, once per model and step count
+scored by their mean RMS distance to it (LD3's matching loss). ``END_REFERENCE_STEPS + 1 +
+len(END_MULTIPLES) * (steps + 1)`` score calls on ``END_ROWS`` rows (each run ends with its
+final step), once per model and step count
 (cached with the profile); only for grids of at most ``END_FIT_MAX_STEPS`` steps, where a
 32-step reference is far more accurate than the candidates (at NFE 20 the choice was noise:
 44 vs 45 wins of 60).
