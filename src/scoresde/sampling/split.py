@@ -68,11 +68,18 @@ def split_coefficients(
 
 
 class _Node:
-    """A node of the history: its index, ``D - m`` and ``y`` (flattened) and their projections."""
+    """A node of the history: ``D - m`` and ``y`` (flattened) and their projections on ``U``.
 
-    def __init__(self, i: int, den: Tensor, y: Tensor, gauss: DataGaussian) -> None:
-        self.i, self.den, self.y = i, den - gauss.mean, y
-        self.pden, self.py = self.den @ gauss.basis, y @ gauss.basis
+    ``pden`` may be given when ``D`` was projected already (the corrector's new node is the
+    next step's first, with the corrected ``y``).
+    """
+
+    def __init__(
+        self, den: Tensor, y: Tensor, gauss: DataGaussian, pden: Tensor | None = None
+    ) -> None:
+        self.den, self.y = den - gauss.mean, y
+        self.pden = self.den @ gauss.basis if pden is None else pden
+        self.py = y @ gauss.basis
 
 
 def node_sets(steps: int, order: int) -> list[tuple[list[int], list[int]]]:
@@ -113,14 +120,14 @@ class _SplitRun:
         self.table = torch.as_tensor(table, dtype=like.dtype, device=like.device)
         self.hist: dict[int, _Node] = {}
 
-    def step(self, i: int, y: Tensor, corrector: bool, new: _Node | None = None) -> Tensor:
-        """``y`` at node ``i + 1`` from ``y`` at node ``i``: the predictor or the corrector.
+    def step(self, i: int, corrector: bool, new: _Node | None = None) -> Tensor:
+        """``y`` at node ``i + 1`` from node ``i`` (in the history): predictor or corrector.
 
         ``w_j R_j = w_j (D_j - m) - w_j a_j y_j`` per variance: every term is diagonal in the
         Gaussian's basis, so the whole update is one :meth:`DataGaussian.combine`.
         """
         nodes = self.nodes[i][int(corrector)]
-        us, projs = [y], [y @ self.gauss.basis]
+        us, projs = [self.hist[i].y], [self.hist[i].py]
         for j in nodes:
             n = new if j == i + 1 and new is not None else self.hist[j]
             us += [n.den, n.y]
@@ -150,22 +157,24 @@ def split_dpm_solver(
     run = _SplitRun(gauss, sigmas, order, cut, x)
     shape = x.shape
     den_next: Tensor | None = None
+    new: _Node | None = None  # the previous corrector's new node: its D is this step's
 
     def step(i: int, x_hat: Tensor) -> tuple[Tensor, Tensor]:
-        nonlocal den_next
+        nonlocal den_next, new
         y = x_hat.reshape(shape[0], -1) - gauss.mean
         den = grid.denoise(ctx, i, x_hat) if den_next is None else den_next
-        run.hist[i] = _Node(i, den.reshape(shape[0], -1), y, gauss)
+        pden = None if new is None else new.pden
+        run.hist[i] = _Node(den.reshape(shape[0], -1), y, gauss, pden)
         run.hist.pop(i - 3, None)
-        y_pred = run.step(i, y, corrector=False)
+        y_pred = run.step(i, corrector=False)
         x_pred = (y_pred + gauss.mean).reshape(shape)
         if i == grid.steps - 1:
             if order == 3:  # the final step to sigma = 0 extrapolates D from here (Context)
                 ctx.memo["previous_denoised"] = (den, grid.sigma[i])
             return x_pred, den
         den_next = grid.denoise(ctx, i + 1, x_pred)
-        new = _Node(i + 1, den_next.reshape(shape[0], -1), y_pred, gauss)
-        y_corr = run.step(i, y, corrector=True, new=new)
+        new = _Node(den_next.reshape(shape[0], -1), y_pred, gauss)
+        y_corr = run.step(i, corrector=True, new=new)
         return (y_corr + gauss.mean).reshape(shape), den
 
     return run_in_sigma(ctx, x, grid, step)
