@@ -55,6 +55,9 @@ class Context:
     gaussian: DataGaussian | None = None
     """The data's Gaussian part read from the model, for samplers with ``matched_start``
     (``fast`` integrates it exactly); ``None`` for the others or when the model gives none."""
+    previous_denoised: tuple[Tensor, Tensor] | None = None
+    """``(D, sigma)`` at the grid's last node but one, left by a sampler whose final step should
+    extrapolate the denoiser (:meth:`final_denoise`); ``None``: Tweedie's step."""
 
     def score(self, x: Tensor, t: Tensor) -> Tensor:
         """Evaluate the score at ``x`` and a scalar time ``t`` broadcast to the batch."""
@@ -71,18 +74,17 @@ class Context:
     def final_denoise(self, x: Tensor, t: Tensor) -> Tensor:
         """The final step to noise level 0 from ``x`` at ``t``: Tweedie's :meth:`denoise`.
 
-        When the sampler left its previous denoiser output on the path (``memo["previous_denoised"]
-        = (D, sigma)``), ``D`` is extrapolated along the path in ``sigma^2`` to ``sigma = 0``
-        instead: ``D_N + sigma_N^2 (D_N - D) / (sigma^2 - sigma_N^2)``. Along an exact path
-        ``D = x0 + O(sigma^2)`` for a smooth density, so the step is second order, where
-        Tweedie's alone shrinks every mode wider than ``sigma_N`` by ``O(sigma_N^2 / w^2)``
+        When the sampler left its previous denoiser output on the path
+        (:attr:`previous_denoised`), ``D`` is extrapolated along the path in ``sigma^2`` to
+        ``sigma = 0`` instead: ``D_N + sigma_N^2 (D_N - D) / (sigma^2 - sigma_N^2)``. Along an
+        exact path ``D = x0 + O(sigma^2)`` for a smooth density, so the step is second order,
+        where Tweedie's alone shrinks every mode wider than ``sigma_N`` by ``O(sigma_N^2 / w^2)``
         (for a Gaussian mode of width ``w``: ``w / sqrt(w^2 + sigma^2)`` instead of 1).
         """
         den = self.denoise(x, t)
-        prev = self.memo.get("previous_denoised")
-        if prev is None:
+        if self.previous_denoised is None:
             return den
-        d_prev, sigma_prev = prev
+        d_prev, sigma_prev = self.previous_denoised
         sigma2 = self.sde.sigma(t) ** 2
         return den + sigma2 / (sigma_prev**2 - sigma2) * (den - d_prev)
 

@@ -170,7 +170,7 @@ def split_dpm_solver(
         x_pred = (y_pred + gauss.mean).reshape(shape)
         if i == grid.steps - 1:
             if order == 3:  # the final step to sigma = 0 extrapolates D from here (Context)
-                ctx.memo["previous_denoised"] = (den, grid.sigma[i])
+                ctx.previous_denoised = (den, grid.sigma[i])
             return x_pred, den
         den_next = grid.denoise(ctx, i + 1, x_pred)
         new = _Node(den_next.reshape(shape[0], -1), y_pred, gauss)
