@@ -71,3 +71,31 @@ def rms_bits_error(target: Any, sde: Any, x: torch.Tensor, res: Any, eps: float 
     )
     d = x[0].numel()
     return float((res.log_prob - exact).pow(2).mean().sqrt()) / (d * math.log(2.0))
+
+
+def grid_calls_and_reads(target: Any, sde: Any, method: str = "dopri5", **kw: Any) -> list[int]:
+    """``log_likelihood`` on uniform grids (``method``) of 12 and 48 calls, batches 3 and 40.
+
+    Asserts that every run makes exactly the grid's calls, each on the whole batch, with finite
+    results; returns the host reads of each run (``kw`` goes to ``log_likelihood``).
+    """
+    from scoresde.likelihood import log_likelihood, uniform_grid
+
+    score = target.score_fn(sde)
+    calls: list[int] = []
+
+    def counted(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        calls.append(x.shape[0])
+        return score(x, t)
+
+    reads = []
+    for batch, nfe in ((3, 12), (40, 12), (40, 48)):
+        x = draw64(target, batch, batch)
+        calls.clear()
+        with HostReads() as h:
+            grid = uniform_grid(sde, tuple(x.shape[1:]), nfe=nfe, method=method)
+            r = log_likelihood(counted, sde, x, grid=grid, **kw)
+        reads.append(h.count)
+        assert len(calls) == r.calls == nfe and set(calls) == {batch}
+        assert (r.nfe == nfe).all() and torch.isfinite(r.log_prob).all()
+    return reads

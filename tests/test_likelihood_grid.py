@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import scoresde as S
-from helpers import HostReads, draw64, rms_bits_error
+from helpers import draw64, grid_calls_and_reads, rms_bits_error
 from scoresde.likelihood import LikelihoodGrid, fit_grid, log_likelihood, uniform_grid
 from scoresde.likelihood.rk import TABLEAUS, solve_fixed
 from scoresde.targets import Gaussian, GaussianMixture
@@ -101,22 +101,7 @@ def test_fit_is_reproducible_with_a_generator() -> None:
 def test_calls_fixed_whatever_the_batch_and_no_host_reads_per_step() -> None:
     tg, sde = _mixture(), S.VESDE()
     score = tg.score_fn(sde)
-    calls = []
-
-    def counted(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        calls.append(x.shape[0])
-        return score(x, t)
-
-    reads = []
-    for batch, nfe in ((3, 12), (40, 12), (40, 48)):
-        x = draw64(tg, batch, batch)
-        calls.clear()
-        with HostReads() as h:
-            r = log_likelihood(counted, sde, x, grid=uniform_grid(sde, (4,), nfe=nfe),
-                               generator=torch.Generator().manual_seed(0))  # fmt: skip
-        reads.append(h.count)
-        assert len(calls) == r.calls == nfe and set(calls) == {batch}
-        assert (r.nfe == nfe).all() and torch.isfinite(r.log_prob).all()
+    reads = grid_calls_and_reads(tg, sde, generator=torch.Generator().manual_seed(0))
     # the boundary checks read a few values; the solve itself none (4x the steps, same reads)
     assert reads[0] == reads[1] == reads[2], reads
     # chunks: each chunk is a full solve

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import scoresde as S
-from helpers import HostReads, draw64, rms_bits_error
+from helpers import draw64, grid_calls_and_reads, rms_bits_error
 from scoresde.likelihood import fit_grid, log_likelihood, uniform_grid
 from scoresde.likelihood.expint import expint_plan
 from scoresde.targets import Gaussian, GaussianMixture
@@ -90,22 +90,7 @@ def test_fitted_grid_beats_uniform_on_held_out_points(mixture_fit) -> None:
 def test_calls_fixed_no_host_reads_and_encode_decode(mixture_fit) -> None:
     tg, sde, grid = mixture_fit
     score = tg.score_fn(sde)
-    calls: list[int] = []
-
-    def counted(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        calls.append(x.shape[0])
-        return score(x, t)
-
-    reads = []
-    for batch, nfe in ((3, 12), (40, 12), (40, 48)):
-        x = draw64(tg, batch, batch)
-        calls.clear()
-        with HostReads() as h:
-            grid_n = uniform_grid(sde, (4,), nfe=nfe, method="expint4")
-            r = log_likelihood(counted, sde, x, grid=grid_n)
-        reads.append(h.count)
-        assert len(calls) == r.calls == nfe and set(calls) == {batch}
-        assert torch.isfinite(r.log_prob).all()
+    reads = grid_calls_and_reads(tg, sde, method="expint4")
     assert reads[0] == reads[1] == reads[2], reads  # none per step
     x = draw64(tg, 8, 0)
     z = S.encode(score, sde, x, grid=grid)
