@@ -94,9 +94,8 @@ def fast_schedule(steps: int, ctx: ScheduleContext | None = None) -> Schedule | 
             times[0] = sde.T
         return times
 
-    if steps <= END_FIT_MAX_STEPS:
-        start = grid(lo)[0]
-        lo = ctx.memo(f"fast_end_{steps}", lambda: _fit_end(ctx, prof, lo, start, grid))
+    if steps <= END_FIT_MAX_STEPS:  # the rule's grid gives the fit its start, once (cached)
+        lo = ctx.memo(f"fast_end_{steps}", lambda: _fit_end(ctx, prof, lo, grid(lo)[0], grid))
     return grid(lo)
 
 
