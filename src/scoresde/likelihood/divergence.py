@@ -11,13 +11,14 @@ the ``d`` unit vectors as probes (small ``d``).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor
 
 from ..sde import ScoreFn
 
-__all__ = ["score_and_trace", "draw_probes", "check_score"]
+__all__ = ["score_and_trace", "score_and_jacobian", "draw_probes", "check_score"]
 
 _EXACT_CHUNK = 256
 
@@ -67,6 +68,33 @@ def _vjp_rows(out: Tensor, x: Tensor, vs: Tensor, retain: bool) -> Tensor:
     return g
 
 
+def _graph(score_fn: ScoreFn, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+    """``(x with grad, score_fn(x, t))`` for VJPs; a clear error when the score is detached."""
+    xg = x.detach().requires_grad_(True)
+    out = check_score(score_fn(xg, t), x)
+    if not out.requires_grad:
+        raise ValueError(
+            "score_fn's output does not depend differentiably on x, so its divergence "
+            "cannot be computed; do not wrap score_fn in torch.no_grad()"
+        )
+    return xg, out
+
+
+def _jacobian_rows(out: Tensor, xg: Tensor) -> Iterator[tuple[int, Tensor]]:
+    """``(start, rows)``: ``rows[k, b] = d out_(start + k) / dx`` for sample ``b``, in chunks.
+
+    The ``d`` unit vectors as VJP probes, :data:`_EXACT_CHUNK` at a time; the graph is freed
+    by the last chunk.
+    """
+    batch, dim = xg.shape[0], math.prod(xg.shape[1:])
+    eye = torch.eye(dim, device=xg.device, dtype=xg.dtype)
+    for start in range(0, dim, _EXACT_CHUNK):
+        basis = eye[start : start + _EXACT_CHUNK]
+        vs = basis[:, None, :].expand(-1, batch, -1).reshape(-1, *xg.shape)
+        last = start + _EXACT_CHUNK >= dim
+        yield start, _vjp_rows(out, xg, vs, retain=not last).reshape(basis.shape[0], batch, dim)
+
+
 def score_and_trace(
     score_fn: ScoreFn, x: Tensor, t: Tensor, probes: Tensor | None
 ) -> tuple[Tensor, Tensor]:
@@ -78,24 +106,26 @@ def score_and_trace(
     batch = x.shape[0]
     dim = math.prod(x.shape[1:])
     with torch.enable_grad():
-        xg = x.detach().requires_grad_(True)
-        out = check_score(score_fn(xg, t), x)
-        if not out.requires_grad:
-            raise ValueError(
-                "score_fn's output does not depend differentiably on x, so its divergence "
-                "cannot be computed; do not wrap score_fn in torch.no_grad()"
-            )
+        xg, out = _graph(score_fn, x, t)
         if probes is not None:
             vs = probes.reshape(probes.shape[0], *x.shape)
             g = _vjp_rows(out, xg, vs, retain=False)
             tr = (g * vs).reshape(probes.shape[0], batch, dim).sum(-1).mean(0)
         else:
             tr = x.new_zeros(batch)
-            eye = torch.eye(dim, device=x.device, dtype=x.dtype)
-            for start in range(0, dim, _EXACT_CHUNK):
-                basis = eye[start : start + _EXACT_CHUNK]
-                vs = basis[:, None, :].expand(-1, batch, -1).reshape(-1, *x.shape)
-                last = start + _EXACT_CHUNK >= dim
-                g = _vjp_rows(out, xg, vs, retain=not last).reshape(basis.shape[0], batch, dim)
-                tr = tr + g[:, :, start : start + basis.shape[0]].diagonal(dim1=0, dim2=2).sum(-1)
+            for start, g in _jacobian_rows(out, xg):
+                tr = tr + g[:, :, start : start + g.shape[0]].diagonal(dim1=0, dim2=2).sum(-1)
     return out.detach(), tr.detach()
+
+
+def score_and_jacobian(score_fn: ScoreFn, x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+    """Return ``score_fn(x, t)`` (detached) and its Jacobian ``(B, d, d)`` in ``x`` (flattened).
+
+    ``J[b, i, j] = d score_i / d x_j`` for sample ``b``: the ``d`` VJPs of the exact trace
+    (:func:`score_and_trace` with ``probes=None``) kept whole, so its trace costs nothing more.
+    """
+    batch, dim = x.shape[0], math.prod(x.shape[1:])
+    with torch.enable_grad():
+        xg, out = _graph(score_fn, x, t)
+        jac = torch.cat([g for _, g in _jacobian_rows(out, xg)], dim=0)
+    return out.detach(), jac.detach().permute(1, 0, 2).reshape(batch, dim, dim)

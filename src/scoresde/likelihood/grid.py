@@ -246,12 +246,14 @@ def run_expint(
     *,
     method: str = "expint4",
     estimate: bool = False,
+    linearize: bool = True,
 ) -> tuple[Tensor, int, list[Tensor]]:
     """The multistep solve over ``nodes`` (``u``, in the solve's direction) in the flow's state.
 
     ``y0`` is the flow's state at ``t_from`` (``[w, A]`` when ``rhs`` carries the divergence,
     else ``w``); returns the state at ``t_to`` in the same form, the batched calls and, with
-    ``estimate``, the per-step local-error estimates (:func:`.expint.solve_expint`). ``A`` is
+    ``estimate``, the per-step local-error estimates; ``linearize`` as in
+    :func:`.expint.solve_expint`. ``A`` is
     converted from the integral of ``g`` in ``lambda`` (:mod:`.expint`) so that
     :func:`~.api.final_log_density` applies unchanged.
     """
@@ -263,7 +265,9 @@ def run_expint(
     u = torch.tensor(nodes, dtype=y0.dtype, device=y0.device)
     plan = expint_plan(lambda_of_u(nodes), EXPINT_METHODS[method])
     probes = rhs.probes if div else None  # type: ignore[attr-defined]
-    sol = solve_expint(flow, x_hat, u, plan, probes=probes, divergence=div, estimate=estimate)
+    sol = solve_expint(
+        flow, x_hat, u, plan, probes=probes, divergence=div, estimate=estimate, linearize=linearize
+    )
     w1 = flow.to_state((sol.x_hat * s1[:, None]).reshape(batch, *flow.event_shape), t_to)
     if not div:
         return w1, sol.calls, sol.estimates
