@@ -93,8 +93,9 @@ def test_fitted_grid_beats_uniform_on_held_out_points(mixture_fit) -> None:
 def test_calls_fixed_no_host_reads_and_encode_decode(mixture_fit) -> None:
     tg, sde, grid = mixture_fit
     score = tg.score_fn(sde)
-    reads = grid_calls_and_reads(tg, sde, method="expint4")
-    assert reads[0] == reads[1] == reads[2], reads  # none per step
+    for divergence in ("hutchinson", "exact"):  # exact: the linearly implicit corrector
+        reads = grid_calls_and_reads(tg, sde, method="expint4", divergence=divergence)
+        assert reads[0] == reads[1] == reads[2], (divergence, reads)  # none per step
     x = draw64(tg, 8, 0)
     z = S.encode(score, sde, x, grid=grid)
     z_ad = S.encode(score, sde, x, rtol=1e-9, atol=1e-9)
