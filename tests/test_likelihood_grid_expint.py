@@ -14,7 +14,7 @@ import torch
 
 import scoresde as S
 from helpers import draw64, grid_calls_and_reads, rms_bits_error
-from scoresde.likelihood import fit_grid, log_likelihood, uniform_grid
+from scoresde.likelihood import expint, fit_grid, log_likelihood, uniform_grid
 from scoresde.likelihood.divergence import score_and_jacobian, score_and_trace
 from scoresde.likelihood.expint import expint_plan, lambda_of_u
 from scoresde.likelihood.fitting import DENSITY_REACH, _equidistribute, calibrate
@@ -181,3 +181,18 @@ def test_node_density_reaches_past_the_measured_window() -> None:
     # each side holds ~0.25 / 0.6 of the mass: ~16 nodes (none without the reach)
     assert before >= 12 and after >= 12, nodes
     assert (nodes.diff() > 0).all()
+
+
+def test_above_the_dimension_cap_the_corrector_is_explicit(monkeypatch) -> None:
+    tg, sde = _mixture(), S.VPSDE()
+    cal = calibrate(tg.score_fn(sde), sde, draw64(tg, 8, 2), divergence="exact",
+                    reference_tol=1e-6)  # fmt: skip
+    nodes = uniform_grid(sde, (4,), nfe=15, method="expint4").nodes
+
+    def solve(linearize: bool) -> torch.Tensor:
+        return run_expint(cal.flow, cal.rhs, cal.y0, cal.t0, cal.t1, nodes, linearize=linearize)[0]
+
+    explicit, implicit = solve(False), solve(True)
+    assert not torch.equal(explicit, implicit)
+    monkeypatch.setattr(expint, "LINEARIZE_MAX_DIM", 3)  # d = 4: no Jacobian kept
+    assert torch.equal(solve(True), explicit)

@@ -27,7 +27,8 @@ what later steps interpolate. Data to noise, a path that leaves a split posterio
 across the ridge at the rate ``tr J ~ p (1 - p) |m_1 - m_2|^2 / sigma^2`` (8 on the benchmark's
 hard paths), which is stiff for an explicit corrector on steps of ``0.1`` in ``lambda``; the
 linearly implicit one follows it on the same nodes (measured: ``benchmarks/likelihood_grid.py``).
-No extra call; one batched ``d x d`` solve per step.
+No extra call; one batched ``d x d`` solve per step; the Jacobian is kept only up to
+:data:`LINEARIZE_MAX_DIM` dimensions (above, the exact trace as before and the explicit corrector).
 
 In ``x``: ``log p_x(x) = log p_x_hat(x / s) - d log s``, so from ``eps`` to ``T``
 ``log p_eps(x) - log p_T(z) = -int g dlambda + d (log s(T) - log s(eps))``.
@@ -49,11 +50,24 @@ from .._quadrature import lagrange_weights
 from .divergence import score_and_jacobian, score_and_trace
 from .flow import ProbabilityFlow, sigma_of_u
 
-__all__ = ["EXPINT_METHODS", "ExpPlan", "ExpSolution", "expint_plan", "lambda_of_u", "solve_expint"]
+__all__ = [
+    "LINEARIZE_MAX_DIM",
+    "EXPINT_METHODS",
+    "ExpPlan",
+    "ExpSolution",
+    "expint_plan",
+    "lambda_of_u",
+    "solve_expint",
+]
 
 EXPINT_METHODS: dict[str, int] = {"expint4": 3}
 """Exponential multistep methods by name: the number ``k`` of nodes of the predictor (order
 ``k + 1`` with the corrector). ``expint4``: DPM-Solver++(3M) predictor, order-4 corrector."""
+
+
+LINEARIZE_MAX_DIM = 1024
+"""The largest ``d`` whose Jacobian ``(B, d, d)`` the linearly implicit corrector keeps (4 GiB
+in float32 at ``d = 1024`` and a batch of 1024); beyond it the corrector is explicit."""
 
 
 def lambda_of_u(u: Sequence[float]) -> list[float]:
@@ -101,7 +115,7 @@ class _Denoiser:
     """``(i, x_hat) -> (D, g, J)`` at node ``i``: one batched score call.
 
     ``g`` is None without the divergence; ``J = dD/dx_hat`` (``(B, d, d)``) only with the exact
-    one (``probes`` None), else None.
+    one (``probes`` None) and ``d <= LINEARIZE_MAX_DIM``, else None.
     """
 
     def __init__(self, flow: ProbabilityFlow, u: Tensor, probes: Tensor | None, div: bool):
@@ -119,7 +133,7 @@ class _Denoiser:
         t = self.t[i].expand(b)
         c, cs = self.c[i], self.c[i] * self.s[i]
         with trusted_times():  # the grid built t: no per-call read of its values
-            if self.div and self.probes is None:
+            if self.div and self.probes is None and x_hat.shape[1] <= LINEARIZE_MAX_DIM:
                 score, jac = score_and_jacobian(self.flow.score_fn, x, t)
                 tr = jac.diagonal(dim1=1, dim2=2).sum(-1)
                 eye = torch.eye(jac.shape[1], dtype=jac.dtype, device=jac.device)
