@@ -29,6 +29,8 @@ hard paths), which is stiff for an explicit corrector on steps of ``0.1`` in ``l
 linearly implicit one follows it on the same nodes (measured: ``benchmarks/likelihood_grid.py``).
 No extra call; one batched ``d x d`` solve per step; the Jacobian is kept only up to
 :data:`LINEARIZE_MAX_DIM` dimensions (above, the exact trace as before and the explicit corrector).
+Without the divergence (``encode``, ``decode``) or with Hutchinson's estimate there is no
+Jacobian and the corrector is explicit.
 
 In ``x``: ``log p_x(x) = log p_x_hat(x / s) - d log s``, so from ``eps`` to ``T``
 ``log p_eps(x) - log p_T(z) = -int g dlambda + d (log s(T) - log s(eps))``.
