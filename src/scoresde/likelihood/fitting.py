@@ -404,8 +404,9 @@ DENSITY_REACH = 0.25
 (a running maximum). A path that changes mode turns sharply over a window of ``lambda`` that
 differs from path to path; held-out points whose windows sat just outside the calibration
 points' were stepped coarsely there (mixture d=16 under VP: two of 128 points at 1e-2 to 4e-2
-bits/dim against a median of 2e-4, whatever the calls). With the reach 0.25 the benchmark's
-mixtures need 0.27-0.49x SciPy's calls (0.50 tried: 0.26-0.51x; none: 0.27-0.61x)."""
+bits/dim against a median of 2e-4, whatever the calls). Measured on the benchmark's mixtures
+(``benchmarks/likelihood_grid.py``, with the RMS bound then in use): reach 0.25 0.27-0.49x
+SciPy's calls, 0.5 0.26-0.51x, none 0.27-0.61x."""
 
 
 def _expint_run(cal: Calibration, nodes: list[float]) -> tuple[float, Tensor, float]:
@@ -482,10 +483,10 @@ def fit_expint(cal: Calibration, nfe: int, *, method: str = "expint4") -> Likeli
        first steps and the actual step sizes) and places the nodes again.
 
     Of these, the set with the least error bound (the largest over the points of the summed
-    magnitudes of the steps' estimates) is returned; nodes uniform in ``u`` only when their bound is below
-    :data:`UNIFORM_MARGIN` of it. Choosing by the error
-    against the reference instead picked sets whose step errors happened to cancel on the
-    calibration points: 5x below their error on other points (measured).
+    magnitudes of the steps' estimates) is returned; nodes uniform in ``u`` only when their
+    bound is below :data:`UNIFORM_MARGIN` of it. Choosing by the error against the reference
+    instead picked sets whose step errors happened to cancel on the calibration points: 5x
+    below their error on other points (measured).
     """
     steps = steps_for(nfe, method)
     cal.method, before = method, cal.calls
