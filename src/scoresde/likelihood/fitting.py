@@ -298,10 +298,10 @@ def fit_grid(
             ``lambda = -log sigma`` (:mod:`.expint`; nodes that equidistribute its local error,
             :func:`fit_expint`; not on flow paths), or ``"auto"`` (default): ``expint4``, and
             ``dopri5`` on flow paths. Measured (``benchmarks/likelihood_grid.py``): on the
-            trained demo networks ``expint4`` needed 0.26-0.54x SciPy's RK45 calls at equal
-            accuracy against 0.77-1.42x for ``dopri5``; on analytic mixtures 0.45-1.0x the
-            calls of ``dopri5``; on single Gaussians, whose flow in ``u`` is nearly linear,
-            1.1-2.1x.
+            trained demo networks ``expint4`` needed 0.25-0.48x SciPy's RK45 calls at equal
+            accuracy against 0.77-1.42x for ``dopri5``; on analytic mixtures 0.24-0.46x
+            (``dopri5`` 0.47-1.12x); on single Gaussians, whose flow in ``u`` is nearly
+            linear, 0.19-0.54x (``dopri5`` 0.16-0.63x).
         divergence: ``"hutchinson"`` or ``"exact"`` as in ``log_likelihood`` (the same ODE).
         probes: Hutchinson probes per point (fixed for the fit).
         probe: ``"rademacher"`` or ``"gaussian"``.
