@@ -124,8 +124,7 @@ def score_and_jacobian(score_fn: ScoreFn, x: Tensor, t: Tensor) -> tuple[Tensor,
     ``J[b, i, j] = d score_i / d x_j`` for sample ``b``: the ``d`` VJPs of the exact trace
     (:func:`score_and_trace` with ``probes=None``) kept whole, so its trace costs nothing more.
     """
-    batch, dim = x.shape[0], math.prod(x.shape[1:])
     with torch.enable_grad():
         xg, out = _graph(score_fn, x, t)
         jac = torch.cat([g for _, g in _jacobian_rows(out, xg)], dim=0)
-    return out.detach(), jac.detach().permute(1, 0, 2).reshape(batch, dim, dim)
+    return out.detach(), jac.detach().permute(1, 0, 2)

@@ -116,12 +116,16 @@ def expint_plan(lams: Sequence[float], k: int) -> ExpPlan:
 class _Denoiser:
     """``(i, x_hat) -> (D, g, J)`` at node ``i``: one batched score call.
 
-    ``g`` is None without the divergence; ``J = dD/dx_hat`` (``(B, d, d)``) only with the exact
-    one (``probes`` None) and ``d <= LINEARIZE_MAX_DIM``, else None.
+    ``g`` is None without the divergence; ``J = dD/dx_hat`` (``(B, d, d)``) only when
+    ``jacobian`` is asked for, the divergence is exact (``probes`` None) and
+    ``d <= LINEARIZE_MAX_DIM``, else None.
     """
 
-    def __init__(self, flow: ProbabilityFlow, u: Tensor, probes: Tensor | None, div: bool):
+    def __init__(
+        self, flow: ProbabilityFlow, u: Tensor, probes: Tensor | None, div: bool, jacobian: bool
+    ):
         self.flow, self.probes, self.div = flow, probes, div
+        self.jacobian = jacobian and div and probes is None and flow.dim <= LINEARIZE_MAX_DIM
         self.t, sigma = flow.time_and_sigma(u)
         self.s = flow.sde.scale(self.t)
         self.c = self.s * sigma * sigma  # D = x_hat + c score
@@ -135,7 +139,7 @@ class _Denoiser:
         t = self.t[i].expand(b)
         c, cs = self.c[i], self.c[i] * self.s[i]
         with trusted_times():  # the grid built t: no per-call read of its values
-            if self.div and self.probes is None and x_hat.shape[1] <= LINEARIZE_MAX_DIM:
+            if self.jacobian:
                 score, jac = score_and_jacobian(self.flow.score_fn, x, t)
                 tr = jac.diagonal(dim1=1, dim2=2).sum(-1)
                 eye = torch.eye(jac.shape[1], dtype=jac.dtype, device=jac.device)
@@ -193,7 +197,7 @@ def solve_expint(
     ``linearize``: with the exact divergence, the linearly implicit corrector (module
     docstring); False keeps the explicit one (for comparison).
     """
-    ev = _Denoiser(flow, u, probes, divergence)
+    ev = _Denoiser(flow, u, probes, divergence, jacobian=linearize)
     den, gs = {}, {}
     den[0], gs[0], _ = ev(0, x_hat)
     acc = x_hat.new_zeros(x_hat.shape[0]) if divergence else None
@@ -204,7 +208,7 @@ def solve_expint(
         xp = _combine(decay * x_hat, pi, pw, den)
         den[i + 1], gs[i + 1], jac = ev(i + 1, xp)
         x_hat = _combine(decay * x_hat, ci, cw, den)
-        if jac is not None and linearize:  # D linearised at xp: the corrected point and D there
+        if jac is not None:  # D linearised at xp: the corrected point and D there
             delta = _linearly_implicit(x_hat, xp, cw[-1], jac)
             x_hat = xp + delta
             den[i + 1] = den[i + 1] + (jac @ delta[..., None])[..., 0]

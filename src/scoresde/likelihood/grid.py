@@ -252,10 +252,9 @@ def run_expint(
 
     ``y0`` is the flow's state at ``t_from`` (``[w, A]`` when ``rhs`` carries the divergence,
     else ``w``); returns the state at ``t_to`` in the same form, the batched calls and, with
-    ``estimate``, the per-step local-error estimates; ``linearize`` as in
-    :func:`.expint.solve_expint`. ``A`` is
-    converted from the integral of ``g`` in ``lambda`` (:mod:`.expint`) so that
-    :func:`~.api.final_log_density` applies unchanged.
+    ``estimate``, the per-step local-error estimates (``linearize``: as in
+    :func:`.expint.solve_expint`). ``A`` is converted from the integral of ``g`` in ``lambda``
+    (:mod:`.expint`) so that :func:`~.api.final_log_density` applies unchanged.
     """
     div = isinstance(rhs, _WithDivergence)
     batch, d = y0.shape[0], flow.dim

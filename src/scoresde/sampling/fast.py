@@ -9,6 +9,7 @@ leading covariance directions, read from the model) exactly (:mod:`.split`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from torch import Tensor
@@ -100,7 +101,11 @@ def fast_schedule(steps: int, ctx: ScheduleContext | None = None) -> Schedule | 
 
 
 def _fit_end(
-    ctx: ScheduleContext, prof: NoiseProfile, lo: float, start: Tensor, grid: Any
+    ctx: ScheduleContext,
+    prof: NoiseProfile,
+    lo: float,
+    start: Tensor,
+    grid: Callable[[float], Tensor],
 ) -> float:
     """:func:`~.end_level.fitted_end`, or the rule's ``lo`` if the fit cannot run.
 
