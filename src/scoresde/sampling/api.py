@@ -330,9 +330,7 @@ class _Run:
         z = noise.randn(shape, times.device, times.dtype)
         if self.start is None:
             return z * _start_std(self.sde, float(times[0]))
-        s, sig = self.sde.scale(times[:1]), self.sde.sigma(times[:1])
-        mean = self.start.mean.to(device=times.device, dtype=times.dtype)
-        return s * (mean + (sig**2 + self.start.var).sqrt() * z)
+        return self.start.draw(self.sde, times[:1], z)
 
     def batch(
         self,

@@ -30,7 +30,7 @@ from torch import Tensor
 
 from .api import sample
 from .base import ScheduleContext
-from .profile import NoiseProfile
+from .profile import NoiseProfile, StartMoments
 
 __all__ = ["fitted_end", "END_MULTIPLES", "END_ROWS", "END_REFERENCE_STEPS", "END_FIT_MAX_STEPS"]
 
@@ -90,10 +90,7 @@ def _matched_noise(
     ctx: ScheduleContext, profile: NoiseProfile, start: Tensor, shape: tuple[int, ...]
 ) -> Tensor:
     """``shape`` draws (own seed) from ``fast``'s matched start at ``start``, in ``x``."""
-    sde = ctx.sde
     g = torch.Generator().manual_seed(END_SEED)
     z = torch.randn(shape, generator=g, dtype=torch.float64).to(ctx.device, ctx.dtype)
-    t0 = start.reshape(1).double()
-    s, sig = float(sde.scale(t0)), float(sde.sigma(t0))
-    mean = profile.mean.to(ctx.device, ctx.dtype)
-    return s * (mean + math.sqrt(sig**2 + profile.var) * z)
+    moments = StartMoments(profile.mean, profile.var)
+    return moments.draw(ctx.sde, start.reshape(1).double(), z)

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..sde import SDE
 from .base import ScheduleContext
 from .data_gaussian import DataGaussian, data_gaussian
 
@@ -234,6 +235,16 @@ class StartMoments:
     mean: Tensor
     var: float
     gaussian: DataGaussian | None = None
+
+    def draw(self, sde: SDE, t: Tensor, z: Tensor) -> Tensor:
+        """The start at time ``t`` (shape ``(1,)``) from standard normal draws ``z``.
+
+        ``s (mean + sqrt(sigma^2 + var) z)``: the coefficients in ``t``'s dtype, the result in
+        ``z``'s device and dtype.
+        """
+        s, std = sde.scale(t), (sde.sigma(t) ** 2 + self.var).sqrt()
+        mean = self.mean.to(device=z.device, dtype=z.dtype)
+        return s.to(z) * (mean + std.to(z) * z)
 
 
 def start_moments(ctx: ScheduleContext) -> StartMoments | None:
